@@ -1,0 +1,96 @@
+"""Plain records that flow between layers: images, error records, score requests and results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One readable image.
+
+    image: uint8 array, H x W (grey) or H x W x 3 (RGB). Grey stays grey.
+    image_id: id relative to its source (never an absolute path), unique within `dataset`.
+    dataset: dataset id used in test ids (e.g. ``samples_ct``, ``oct``).
+    modality: text put into the prompt's ``{modality}`` (PROTOCOL.md: the dataset id on disk
+        for MediMeta-C / MedIMeta; a modality name such as ``CT`` for the embedded samples).
+    source, licence: provenance of the file, kept with it into the reports.
+    """
+
+    image_id: str
+    dataset: str
+    modality: str
+    image: np.ndarray = field(repr=False, compare=False)
+    source: str = ""
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """An input that could not be used: the file (relative to its source) and why."""
+
+    dataset: str
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """What a request is about. Real judges ignore it; simulated judges plant behaviour on it.
+
+    condition: ``clean`` or ``<corruption>-<severity>`` (e.g. ``pixelation-3``).
+    prompt_id: ``base``, an attribute id (``institution-world_class``) or ``paraphrase-<k>``.
+    repeat: 0 normally; 1 for the repeatability copy, which the engine scores in a batch of one.
+    """
+
+    dataset: str
+    modality: str
+    image_id: str
+    condition: str = "clean"
+    prompt_id: str = "base"
+    repeat: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One (image, prompt) pair to score.
+
+    image: uint8 H x W or H x W x 3. embed: also return embeddings from the same pass.
+    """
+
+    image: np.ndarray = field(repr=False, compare=False)
+    prompt: str
+    meta: RequestMeta
+    system_prompt: str | None = None
+    embed: bool = False
+
+
+@dataclass
+class ScoreResult:
+    """A judge's answer to one request.
+
+    score: quality on the 1..5 scale, NaN when no score could be obtained.
+    probs: P(level 1..5), shape (5,), for ``expected`` scoring; None otherwise.
+    parse_ok: False when ``generate`` output did not match the parse rule (score is NaN).
+    raw_text: generated text (empty for ``expected``).
+    method: ``expected`` or ``generate`` (what was actually used).
+    error: reason when the request failed (score NaN); None on success.
+    embedding: float32 (D,), last hidden layer mean-pooled over all tokens (published definition).
+    image_embedding: float32 (E,), vision-tower output pooled over image tokens.
+    """
+
+    score: float
+    method: str
+    probs: tuple[float, ...] | None = None
+    parse_ok: bool = True
+    raw_text: str = ""
+    error: str | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    image_embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, method: str, reason: str, raw_text: str = "") -> "ScoreResult":
+        """A result that records a failure instead of dropping the request."""
+        return cls(score=float("nan"), method=method, parse_ok=False, raw_text=raw_text, error=reason)
