@@ -196,6 +196,7 @@ def _qwen_common(out: Path, v25: bool) -> None:
         num_key_value_heads=2,
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=_ids(tok, "<|endoftext|>")[0],
         eos_token_id=_ids(tok, "<|im_end|>")[0],
         pad_token_id=_ids(tok, "<|endoftext|>")[0],
     )
