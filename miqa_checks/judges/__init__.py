@@ -36,3 +36,22 @@ def load_judge(spec: str, settings: JudgeSettings) -> Judge:
     from .transformers_judge import TransformersJudge
 
     return TransformersJudge(spec, settings)
+
+
+def validate_spec(spec: str) -> None:
+    """Check a model spec's form without loading anything heavy; MiqaUsageError names what is wrong."""
+    from ..errors import MiqaUsageError
+
+    if is_simulated(spec):
+        from .simulated import SimulatedJudge
+
+        SimulatedJudge(spec, JudgeSettings())  # parses the knobs
+    elif spec.startswith("openai:"):
+        url, sep, model = spec[len("openai:") :].rpartition("#")
+        if not sep or not model or not url.startswith(("http://", "https://")):
+            raise MiqaUsageError(f"--miqa-model {spec!r}: expected openai:<base_url>#<model>, e.g. openai:http://127.0.0.1:8000/v1#my-model")
+    elif spec.startswith("tiny-"):
+        from .tiny import known_tiny_specs
+
+        if spec not in known_tiny_specs():
+            raise MiqaUsageError(f"--miqa-model {spec!r}: unknown tiny checkpoint; known: {', '.join(known_tiny_specs())}")

@@ -1,0 +1,245 @@
+"""Settings: built-in profile < ``[tool.miqa]`` in pyproject.toml < ``--miqa-config`` TOML < command line.
+
+Every key is validated; an unknown key or a bad value is a ``MiqaUsageError`` that names the key,
+where it came from, and what it accepts. Nothing here imports numpy or torch.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import MiqaUsageError
+from .profiles import PROFILES
+
+CORRUPTION_IDS = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur", "pixelation", "zoom_blur")
+
+
+def _number(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"expected a value in [{lo}, {hi}], got {value!r}")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _per_severity(value: Any) -> list[float]:
+    if not isinstance(value, list) or len(value) != 5:
+        raise ValueError(f"expected a list of 5 numbers (severities 1..5), got {value!r}")
+    return [_number(0)(v) for v in value]
+
+
+def _per_corruption(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of corruption -> percent, got {value!r}")
+    unknown = sorted(set(value) - set(CORRUPTION_IDS))
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTION_IDS)}")
+    return {k: _number(0, 100)(v) for k, v in value.items()}
+
+
+def _text_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a non-empty string or list of strings, got {value!r}")
+    return list(value)
+
+
+def _batch_size(value: Any) -> int | None:
+    if value in ("auto", None):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected 'auto' or a positive integer, got {value!r}")
+    return value
+
+
+def _device(value: Any) -> str:
+    ok = value in ("auto", "cpu", "cuda") or (
+        isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
+    )
+    if not ok:
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def _max_images(value: Any) -> int | None:
+    return None if value is None else _number(1, 10**7, integer=True)(value)
+
+
+#: Profile keys: thresholds and scoring set-up. Values validated by these checks.
+PROFILE_SCHEMA: dict[str, Callable[[Any], Any]] = {
+    "max_images": _max_images,
+    "scoring": _choice("expected", "generate"),
+    "max_new_tokens": _number(1, 4096, integer=True),
+    "system_prompt": _text,
+    "corruption_params": _choice("imagenet_c", "medmnist_c"),
+    "corruption_source": _choice("on_the_fly", "precorrupted"),
+    "alpha": _number(1e-6, 0.5),
+    "bootstrap_resamples": _number(100, 100000, integer=True),
+    "min_images": _number(2, 10**6, integer=True),
+    "stability_tolerance_pct": _per_severity,
+    "trend_tolerance_pct": _number(0, 100),
+    "fall_required_pct": _per_corruption,
+    "inflation_tolerance_pct": _number(0, 1000),
+    "metadata_tolerance_pct": _number(0, 1000),
+    "paraphrase_tolerance_pct": _number(0, 1000),
+    "repeatability_tolerance": _number(0, 4),
+    "max_parse_failure_rate": _number(0, 1),
+    "max_out_of_range_rate": _number(0, 1),
+    "embedding_tolerance": _number(0, 100),
+    "baseline_min_correlation": _number(-1, 1),
+    "baseline_margin_pct": _number(0, 1000),
+}
+
+#: Run options (also command-line options ``--miqa-<key with dashes>``).
+OPTION_SCHEMA: dict[str, Callable[[Any], Any]] = {
+    "model": _text_list,
+    "data": _text_list,
+    "profile": _choice(*PROFILES),
+    "baseline": _text,
+    "report_dir": _text,
+    "cache": _text,
+    "no_cache": _flag,
+    "device": _device,
+    "batch_size": _batch_size,
+    "seed": _number(0, 2**32 - 1, integer=True),
+    "strict": _flag,
+    "trust_remote_code": _flag,
+}
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "model": ["tiny-llava", "sim-paper"],
+    "data": ["samples"],
+    "profile": "default",
+    "baseline": None,
+    "report_dir": "reports",
+    "cache": ".miqa_cache",
+    "no_cache": False,
+    "device": "auto",
+    "batch_size": None,
+    "seed": 0,
+    "strict": False,
+    "trust_remote_code": False,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, validated. ``thresholds`` holds the profile keys."""
+
+    models: tuple[str, ...]
+    data: tuple[str, ...]
+    profile: str
+    thresholds: dict[str, Any] = field(hash=False)
+    baseline: Path | None
+    report_dir: Path
+    cache_dir: Path | None
+    device: str
+    batch_size: int | None
+    seed: int
+    strict: bool
+    trust_remote_code: bool
+    sources: dict[str, str] = field(hash=False, default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.thresholds[key]
+
+
+def read_toml_table(path: Path, table: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The table at ``table`` (e.g. ``("tool", "miqa")``) of a TOML file, {} when absent."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MiqaUsageError(f"--miqa-config: file not found: {path}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MiqaUsageError(f"{path.name}: not valid TOML: {exc}") from exc
+    for name in table:
+        data = data.get(name, {})
+        if not isinstance(data, dict):
+            raise MiqaUsageError(f"{path.name}: [{'.'.join(table)}] must be a table")
+    return data
+
+
+def _validate(layer: dict[str, Any], origin: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in layer.items():
+        check = PROFILE_SCHEMA.get(key) or OPTION_SCHEMA.get(key)
+        if check is None:
+            known = ", ".join(sorted([*PROFILE_SCHEMA, *OPTION_SCHEMA]))
+            raise MiqaUsageError(f"{origin}: unknown key {key!r}; known keys: {known}")
+        try:
+            out[key] = check(value)
+        except ValueError as exc:
+            raise MiqaUsageError(f"{origin}: {key}: {exc}") from None
+    return out
+
+
+def resolve_settings(
+    cli: dict[str, Any], *, pyproject: Path | None = None, config_file: Path | None = None
+) -> Settings:
+    """Merge the layers (later wins) and validate each; ``cli`` holds only options the user gave."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if pyproject is not None and pyproject.is_file():
+        layers.append(("pyproject.toml [tool.miqa]", _validate(read_toml_table(pyproject, ("tool", "miqa")), "pyproject.toml [tool.miqa]")))
+    if config_file is not None:
+        layer = read_toml_table(config_file)
+        layer = layer.get("tool", {}).get("miqa", layer) if "tool" in layer else layer
+        layers.append((f"--miqa-config {config_file.name}", _validate(layer, config_file.name)))
+    layers.append(("command line", _validate({k: v for k, v in cli.items() if v is not None}, "command line")))
+
+    merged: dict[str, Any] = dict(OPTION_DEFAULTS)
+    sources: dict[str, str] = {}
+    for origin, layer in layers:
+        merged.update(layer)
+        sources.update({k: origin for k in layer})
+    profile = merged["profile"]
+    thresholds = dict(PROFILES[profile])
+    thresholds.update({k: v for k, v in merged.items() if k in PROFILE_SCHEMA})
+    baseline = Path(merged["baseline"]) if merged["baseline"] else None
+    if baseline is not None and not baseline.is_file():
+        raise MiqaUsageError(f"--miqa-baseline: file not found: {baseline} (give the scores.csv of an earlier run)")
+    return Settings(
+        models=tuple(dict.fromkeys(merged["model"])),
+        data=tuple(dict.fromkeys(merged["data"])),
+        profile=profile,
+        thresholds=thresholds,
+        baseline=baseline,
+        report_dir=Path(merged["report_dir"]),
+        cache_dir=None if merged["no_cache"] else Path(merged["cache"]),
+        device=merged["device"],
+        batch_size=merged["batch_size"],
+        seed=merged["seed"],
+        strict=merged["strict"],
+        trust_remote_code=merged["trust_remote_code"],
+        sources=sources,
+    )

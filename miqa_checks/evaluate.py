@@ -1,0 +1,173 @@
+"""From stored results to a cell's Verdict: gathers the paired arrays a property needs.
+
+``lookup(RequestSpec, image_id) -> ScoreResult | None`` hides where results come from (the engine
+in a run, a synthetic table in the validation self-tests). Baselines come as
+``{(dataset, image_id, condition, prompt_id): score}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import properties as P
+from .matrix import SEVERITIES, Cell, RequestSpec
+from .records import ScoreResult
+
+Lookup = Callable[[RequestSpec, str], "ScoreResult | None"]
+BaselineScores = Mapping[tuple[str, str, str, str], float]
+
+
+@dataclass
+class CellOutcome:
+    """A verdict plus what the reports plot beside it (displacement points for embedding cells)."""
+
+    verdict: P.Verdict
+    displacements: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _scores(lookup: Lookup, spec: RequestSpec, image_ids: Sequence[str]) -> np.ndarray:
+    """Scores (n,), NaN where missing or failed."""
+    out = np.full(len(image_ids), np.nan)
+    for i, image_id in enumerate(image_ids):
+        result = lookup(spec, image_id)
+        if result is not None:
+            out[i] = result.score
+    return out
+
+
+def _embeddings(lookup: Lookup, spec: RequestSpec, image_ids: Sequence[str]) -> np.ndarray | None:
+    """Embeddings (n, D); None when any is missing (embedding cells need them all)."""
+    rows = []
+    for image_id in image_ids:
+        result = lookup(spec, image_id)
+        if result is None or result.embedding is None:
+            return None
+        rows.append(result.embedding)
+    return np.stack(rows).astype(np.float64)
+
+
+def _error(reason: str, n: int = 0) -> P.Verdict:
+    nan = float("nan")
+    return P.Verdict("error", nan, nan, nan, nan, "", n, reason)
+
+
+def evaluate_cell(
+    cell: Cell,
+    image_ids: Sequence[str],
+    lookup: Lookup,
+    thresholds: Mapping[str, Any],
+    *,
+    family_size: int,
+    seed: int,
+    baseline: BaselineScores | None = None,
+) -> CellOutcome:
+    """Evaluate one cell on the given images (the dataset's chosen images, sorted)."""
+    if not image_ids:
+        return CellOutcome(_error(f"dataset {cell.dataset} has no readable image"))
+    common = dict(
+        alpha=thresholds["alpha"],
+        family_size=family_size,
+        min_images=thresholds["min_images"],
+        seed=seed,
+        resamples=thresholds["bootstrap_resamples"],
+    )
+    prop = cell.property
+    if prop == "corruption_stability":
+        tol = thresholds["stability_tolerance_pct"][cell.severity - 1]
+        ref, cond = (_scores(lookup, s, image_ids) for s in cell.requests())
+        return CellOutcome(P.relative_change(ref, cond, tol_pct=tol, **common))
+    if prop == "no_inflation":
+        ref, cond = (_scores(lookup, s, image_ids) for s in cell.requests())
+        return CellOutcome(P.no_inflation(ref, cond, tol_pct=thresholds["inflation_tolerance_pct"], **common))
+    if prop == "severity_response":
+        ref, *levels = (_scores(lookup, s, image_ids) for s in cell.requests())
+        fall = thresholds["fall_required_pct"].get(cell.corruption)
+        return CellOutcome(
+            P.severity_response(
+                ref, np.stack(levels), trend_tol_pct=thresholds["trend_tolerance_pct"], fall_required_pct=fall, **common
+            )
+        )
+    if prop in ("metadata_invariance", "metadata_pair_invariance", "paraphrase_invariance"):
+        key = "paraphrase_tolerance_pct" if prop == "paraphrase_invariance" else "metadata_tolerance_pct"
+        ref, cond = (_scores(lookup, s, image_ids) for s in cell.requests())
+        return CellOutcome(P.relative_change(ref, cond, tol_pct=thresholds[key], **common))
+    if prop == "embedding_consistency":
+        return _embedding_cell(cell, image_ids, lookup, thresholds, common)
+    if prop == "repeatability":
+        first, second = (_scores(lookup, s, image_ids) for s in cell.requests())
+        return CellOutcome(P.repeatability(first, second, tolerance=thresholds["repeatability_tolerance"], **common))
+    if prop == "output_validity":
+        parse_ok, scores = [], []
+        for spec in cell.requests():
+            for image_id in image_ids:
+                result = lookup(spec, image_id)
+                if result is None or result.error is not None:
+                    continue  # failures of the judge itself are errors, not invalid outputs
+                parse_ok.append(result.parse_ok)
+                scores.append(result.score)
+        return CellOutcome(
+            P.output_validity(
+                np.array(parse_ok, dtype=bool),
+                np.array(scores, dtype=float),
+                max_parse_failure_rate=thresholds["max_parse_failure_rate"],
+                max_out_of_range_rate=thresholds["max_out_of_range_rate"],
+                **common,
+            )
+        )
+    if prop in ("baseline_agreement", "baseline_noninferiority"):
+        if baseline is None:
+            return CellOutcome(_error("no --miqa-baseline given"))
+        return CellOutcome(_baseline_cell(cell, image_ids, lookup, thresholds, common, baseline))
+    raise KeyError(f"unknown property {prop!r}")
+
+
+def _baseline_series(baseline: BaselineScores, dataset: str, spec: RequestSpec, image_ids: Sequence[str]) -> np.ndarray:
+    return np.array([baseline.get((dataset, i, spec.condition, spec.prompt_id), np.nan) for i in image_ids], dtype=float)
+
+
+def _baseline_cell(cell, image_ids, lookup, thresholds, common, baseline) -> P.Verdict:
+    specs = cell.requests()
+    if cell.property == "baseline_agreement":
+        new = np.concatenate([_scores(lookup, s, image_ids) for s in specs])
+        old = np.concatenate([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs])
+        return P.baseline_agreement(new, old, min_r=thresholds["baseline_min_correlation"], **common)
+    new_ref = _scores(lookup, specs[0], image_ids)
+    old_ref = _baseline_series(baseline, cell.dataset, specs[0], image_ids)
+    new_cond = np.concatenate([_scores(lookup, s, image_ids) for s in specs[1:]])
+    old_cond = np.concatenate([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs[1:]])
+    reps = len(specs) - 1
+    return P.baseline_noninferiority(
+        np.tile(new_ref, reps), new_cond, np.tile(old_ref, reps), old_cond,
+        margin_pct=thresholds["baseline_margin_pct"], **common,
+    )
+
+
+def _embedding_cell(cell, image_ids, lookup, thresholds, common) -> CellOutcome:
+    specs = cell.requests()
+    clean = _embeddings(lookup, specs[0], image_ids)
+    levels = [_embeddings(lookup, s, image_ids) for s in specs[1:]]
+    if clean is None or any(level is None for level in levels):
+        return CellOutcome(_error("embeddings missing (the judge returned none for some images)", len(image_ids)))
+    by_severity = np.stack(levels)  # (5, n, D)
+    verdict = P.embedding_consistency(clean, by_severity, tolerance=thresholds["embedding_tolerance"], **common)
+    spread = float(np.mean(np.linalg.norm(clean - clean.mean(axis=0), axis=1)))
+    ref = _scores(lookup, specs[0], image_ids)
+    points = []
+    for severity, spec, emb in zip(SEVERITIES, specs[1:], by_severity):
+        cond = _scores(lookup, spec, image_ids)
+        both = ~np.isnan(ref) & ~np.isnan(cond)
+        change = (cond[both].mean() - ref[both].mean()) / ref[both].mean() * 100 if both.any() else float("nan")
+        points.append(
+            {
+                "model": cell.label,
+                "dataset": cell.dataset,
+                "corruption": cell.corruption,
+                "severity": severity,
+                "displacement": float(np.mean(np.linalg.norm(emb - clean, axis=1)) / spread) if spread > 0 else float("nan"),
+                "score_change_pct": float(change),
+            }
+        )
+    return CellOutcome(verdict, points)

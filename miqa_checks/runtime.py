@@ -1,0 +1,234 @@
+"""What the plugin does at run time: build the engine, judge a cell, collect reports, write them.
+
+Kept apart from ``plugin.py`` so that loading the plugin stays light; this module is imported
+only once an audit test runs or a session with audit results finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .cache import ResultStore
+from .engine import Engine
+from .evaluate import evaluate_cell
+from .junit import CaseRecord, write_junit
+from .matrix import Cell, model_label
+from .report import junit_properties, read_scores_csv, write_reports
+from .safe_io import atomic_write_text, scrub
+
+if TYPE_CHECKING:
+    from .plugin import MiqaState
+
+VERSIONED_PACKAGES = ("miqa-checks", "torch", "torchvision", "transformers", "numpy", "scipy", "pytest", "pytest-xdist", "pydicom")
+
+
+def _worker() -> tuple[str, int, int]:
+    """(name, index, count) of this process under pytest-xdist; ("main", 0, 1) otherwise."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return name, int(name[2:]) if name.startswith("gw") else 0, count
+
+
+def build_engine(state: "MiqaState", config: pytest.Config) -> Engine:
+    """An engine on the shared result store (a throw-away store under --miqa-no-cache)."""
+    name, index, count = _worker()
+    folder = state.settings.cache_dir or (state.parts_dir / "store")
+    return Engine(state.settings, store=ResultStore(folder, state.run_id), worker=name, worker_index=index, worker_count=count)
+
+
+def _baseline(state: "MiqaState") -> dict[tuple[str, str, str, str], float] | None:
+    """``--miqa-baseline`` scores keyed by (dataset, image_id, condition, prompt_id)."""
+    if state.settings.baseline is None:
+        return None
+    if getattr(state, "_baseline", None) is None:
+        rows = read_scores_csv(state.settings.baseline)
+        models = sorted({r["model"] for r in rows})
+        if len(models) != 1:
+            raise pytest.UsageError(f"miqa: --miqa-baseline must hold the scores of one model, found {len(models)}: {', '.join(models)}")
+        state._baseline = {
+            (r["dataset"], r["image_id"], r["condition"], r["prompt_id"]): float(r["score"]) if r["score"] not in ("", None) else float("nan")
+            for r in rows
+        }
+    return state._baseline
+
+
+def _message(cell: Cell, row: dict[str, Any]) -> str:
+    def num(x: Any) -> str:
+        return "nan" if x is None or x != x else f"{x:.4g}"
+
+    return (
+        f"{row['verdict']}: {row['reason']} "
+        f"[statistic {num(row['delta_pct'])}, 95% CI {num(row['ci_low'])}..{num(row['ci_high'])}, "
+        f"threshold {row['threshold']}, n={row['n']}, p_adj={num(row['p_value'])}]"
+    )
+
+
+def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", family_size: int, key: Any) -> None:
+    """Evaluate ``cell``, attach its matrix row and JUnit properties to the test, set the outcome."""
+    if engine.identity(cell.model) is None:
+        reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
+        from .evaluate import CellOutcome, _error
+
+        outcome = CellOutcome(_error(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
+    else:
+        outcome = evaluate_cell(
+            cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,
+            family_size=family_size, seed=state.settings.seed, baseline=_baseline(state),
+        )
+    v = outcome.verdict
+    row = {
+        **cell.row(),
+        "n": v.n, "clean_mean": v.ref_mean, "cond_mean": v.cond_mean, "delta_pct": v.statistic,
+        "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value, "threshold": v.threshold,
+        "verdict": v.outcome, "reason": scrub(v.reason), "n_needed": v.n_needed, "n_dropped": v.n_dropped,
+    }
+    node.stash[key] = {"row": row, "displacements": outcome.displacements}
+    node.user_properties.extend(junit_properties(row))
+    message = _message(cell, row)
+    if v.outcome == "fail":
+        pytest.fail(message, pytrace=False)
+    if v.outcome == "error":
+        pytest.fail(message, pytrace=False)
+    if v.outcome == "inconclusive":
+        if state.settings.strict:
+            pytest.fail(f"inconclusive under --miqa-strict: {message}", pytrace=False)
+        pytest.skip(message)
+
+
+def record_case(state: "MiqaState", report: pytest.TestReport) -> None:
+    """Controller side: keep each finished test for junit.xml and each cell row for matrix.csv."""
+    if hasattr(report, "miqa_row"):
+        state.cell_rows[report.nodeid] = report.miqa_row
+        state.displacements += report.miqa_displacements
+    failed_outside_call = report.when != "call" and report.outcome == "failed"
+    if not (report.when == "call" or failed_outside_call or (report.when == "setup" and report.skipped)):
+        return
+    outcome = "error" if failed_outside_call else report.outcome
+    if report.skipped and isinstance(report.longrepr, tuple):
+        message = str(report.longrepr[2])
+    else:
+        message = report.longreprtext.strip().splitlines()[-1] if report.longreprtext.strip() else ""
+    state.cases.append(
+        CaseRecord(
+            nodeid=report.nodeid, outcome=outcome, duration=report.duration, message=message,
+            details=report.longreprtext if outcome in ("failed", "error") else "",
+            properties=list(report.user_properties),
+        )
+    )
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit(folder: Path) -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_part(state: "MiqaState") -> None:
+    """This process's share of the results: scores used, error records, judge provenance."""
+    engine = state.engine
+    part = {
+        "worker": _worker()[0],
+        "scores": engine.score_rows(),
+        "errors": engine.errors,
+        "provenance": engine.provenance(),
+        "inferred": engine.inferred,
+        "used": len(engine.used),
+    }
+    state.parts_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state.parts_dir / f"{part['worker']}.json", json.dumps(part, default=_json_default))
+    engine.close()
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def _read_parts(state: "MiqaState") -> list[dict[str, Any]]:
+    if not state.parts_dir.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(state.parts_dir.glob("*.json"))]
+
+
+def finish_session(state: "MiqaState", *, interrupted: bool) -> None:
+    """Every process writes its part; the controller (or the single process) merges and reports."""
+    if state.engine is not None:
+        _write_part(state)
+    if state.is_worker:
+        return
+    parts = _read_parts(state)
+    if not parts and not state.cell_rows:
+        return  # not an audit run (e.g. the project's self-tests)
+    settings = state.settings
+    order = {c.test_id: i for i, c in enumerate(state.cells)}
+    cells = sorted(state.cell_rows.values(), key=lambda r: order.get(r["test_id"], len(order)))
+    scores = {}
+    for part in parts:
+        for row in part["scores"]:
+            scores[(row["model"], row["dataset"], row["image_id"], row["condition"], row["prompt_id"])] = row
+    errors = {}
+    for part in parts:
+        for e in part["errors"]:
+            errors[tuple(sorted(e.items()))] = e
+    provenance: dict[str, Any] = {}
+    for part in parts:
+        provenance.update(part["provenance"])
+    run_info = {
+        "package": "miqa-checks",
+        "versions": _versions(),
+        "models": [{"label": model_label(m), "spec": scrub(m), **provenance.get(model_label(m), {})} for m in settings.models],
+        "data": [scrub(d) for d in settings.data],
+        "profile": settings.profile,
+        "thresholds": settings.thresholds,
+        "settings_from": settings.sources,
+        "seed": settings.seed,
+        "device": settings.device,
+        "batch_size": settings.batch_size or "auto",
+        "git_commit": _git_commit(state.config.rootpath),
+        "start": _iso(state.started),
+        "end": _iso(time.time()),
+        "argv": [scrub(a) for a in state.config.invocation_params.args],
+        "workers": len(parts),
+        "requests_inferred": sum(p["inferred"] for p in parts),
+        "requests_used": sum(p["used"] for p in parts),
+    }
+    report_dir = settings.report_dir
+    write_reports(
+        report_dir,
+        cells=cells,
+        scores=sorted(scores.values(), key=lambda r: (r["model"], r["dataset"], r["image_id"], r["condition"], r["prompt_id"])),
+        displacements=sorted(state.displacements, key=lambda d: (d["model"], d["dataset"], d["corruption"], d["severity"])),
+        errors=sorted(errors.values(), key=lambda e: (e["model"], e["dataset"], e["file_or_image"], e["reason"])),
+        run_info=run_info,
+        interrupted=interrupted,
+    )
+    write_junit(report_dir / "junit.xml", state.cases, scrub=scrub)
+    shutil.rmtree(state.parts_dir, ignore_errors=True)
