@@ -521,7 +521,9 @@ def baseline_noninferiority(new_ref, new_cond, old_ref, old_cond, *, margin_pct:
                             resamples: int = 2000) -> Verdict:
     """The new model may be at most margin_pct (percentage points) less stable than the baseline.
 
-    All four ``(n,)`` arrays are paired by image (images missing any score dropped).
+    new_ref, old_ref: ``(n,)``; new_cond, old_cond: ``(n,)`` or ``(k, n)`` (e.g. k severities of one
+    corruption), all paired by image (images missing any score dropped). Per image the absolute
+    change is averaged over the k conditions, so the image stays the unit of resampling.
     Instability of a model = mean_i |cond_i - ref_i| / mean(ref) * 100. statistic =
     instability(new) - instability(old), with the delta-method SE of a difference of two ratios
     of means over the same images: fail when significantly > margin, pass when the one-sided
@@ -536,7 +538,8 @@ def baseline_noninferiority(new_ref, new_cond, old_ref, old_cond, *, margin_pct:
     if nr.mean() <= 0 or orf.mean() <= 0:
         return Verdict(ERROR, nan, nan, nan, nan, threshold, n, "a reference mean is <= 0: percentages undefined.",
                        n_dropped=dropped)
-    a_new, a_old = np.abs(nc - nr), np.abs(oc - orf)
+    a_new = np.abs(nc - nr).reshape(-1, n).mean(axis=0)
+    a_old = np.abs(oc - orf).reshape(-1, n).mean(axis=0)
     q_new, psi_new = stats.ratio_of_means(a_new, nr)
     q_old, psi_old = stats.ratio_of_means(a_old, orf)
     est = float(q_new - q_old) * 100.0
