@@ -1,0 +1,373 @@
+"""PNG plots for summary.html (matplotlib imported lazily, Agg canvas, no pyplot state).
+
+:func:`make_plots` writes, next to summary.html:
+
+- ``plot_heatmap_<model>.png``: one heat map per dataset, % score change by corruption x
+  severity (diverging colormap centred at 0, values annotated, failing cells outlined);
+- ``plot_attributes_<model>.png``: % shift per attribute prompt vs the neutral prompt, with CIs;
+- ``plot_displacement.png``: relative embedding displacement vs % score change, Spearman rho;
+- ``plot_family_correlation.png`` (2+ models): Pearson r of per-image scores between models.
+
+The statistics (:func:`spearman`, :func:`pearson`, :func:`family_correlation`) are pure Python
+so the HTML can show them even when matplotlib is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from miqa_checks.report import as_float, unique_plot_name
+from miqa_checks.safe_io import atomic_write_bytes, scrub
+
+CORRUPTION_ORDER = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur",
+                    "pixelation", "zoom_blur")
+_VERDICT_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#757575",
+                  "error": "#000000"}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _rank(xs: list[float]) -> list[float]:
+    """Average ranks (1-based), ties share their mean rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        r = (i + j) / 2.0 + 1.0
+        for k in range(i, j + 1):
+            ranks[order[k]] = r
+        i = j + 1
+    return ranks
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    """Pearson r over the pairs where both are finite; NaN with < 3 pairs or zero variance."""
+    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
+    n = len(pairs)
+    if n < 3:
+        return math.nan
+    mx = sum(a for a, _ in pairs) / n
+    my = sum(b for _, b in pairs) / n
+    sxx = sum((a - mx) ** 2 for a, _ in pairs)
+    syy = sum((b - my) ** 2 for _, b in pairs)
+    sxy = sum((a - mx) * (b - my) for a, b in pairs)
+    if sxx <= 0 or syy <= 0:
+        return math.nan
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rho (Pearson on average ranks) over finite pairs; NaN with < 3 pairs."""
+    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
+    if len(pairs) < 3:
+        return math.nan
+    return pearson(_rank([a for a, _ in pairs]), _rank([b for _, b in pairs]))
+
+
+def displacement_stats(displacements: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
+    """``{model or "all": {"rho": float, "n": int}}`` for displacement vs score change."""
+    per: dict[str, tuple[list[float], list[float]]] = {}
+    for d in displacements:
+        x, y = as_float(d.get("displacement")), as_float(d.get("score_change_pct"))
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        for key in (str(d.get("model") or ""), "all"):
+            xs, ys = per.setdefault(key, ([], []))
+            xs.append(x)
+            ys.append(y)
+    out = {k: {"rho": spearman(xs, ys), "n": len(xs)} for k, (xs, ys) in per.items()}
+    if "all" in out:  # put "all" last
+        out["all"] = out.pop("all")
+    return out
+
+
+def family_correlation(scores: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[float]],
+                                                                      list[list[int]]]:
+    """Pearson r between models on per-image scores, pivoted by model over the shared keys
+    (dataset, image_id, condition, prompt_id). Returns (models, r matrix, n matrix)."""
+    table: dict[tuple, dict[str, float]] = {}
+    models: list[str] = []
+    for s in scores:
+        m = str(s.get("model") or "")
+        v = as_float(s.get("score"))
+        if not math.isfinite(v):
+            continue
+        if m not in models:
+            models.append(m)
+        key = (s.get("dataset"), s.get("image_id"), s.get("condition"), s.get("prompt_id"))
+        table.setdefault(key, {})[m] = v
+    k = len(models)
+    r = [[math.nan] * k for _ in range(k)]
+    n = [[0] * k for _ in range(k)]
+    for i in range(k):
+        for j in range(i, k):
+            xs, ys = [], []
+            for row in table.values():
+                if models[i] in row and models[j] in row:
+                    xs.append(row[models[i]])
+                    ys.append(row[models[j]])
+            n[i][j] = n[j][i] = len(xs)
+            r[i][j] = r[j][i] = 1.0 if i == j and xs else pearson(xs, ys)
+    return models, r, n
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sev(x: Any) -> int | None:
+    f = as_float(x)
+    return int(f) if math.isfinite(f) else None
+
+
+def _ordered(values: Iterable[str], canonical: tuple[str, ...] = ()) -> list[str]:
+    seen = list(dict.fromkeys(v for v in values if v))
+    return [c for c in canonical if c in seen] + [v for v in seen if v not in canonical]
+
+
+def _mpl():
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return matplotlib, Figure, FigureCanvasAgg
+
+
+def _save(fig, canvas_cls, path: Path) -> Path:
+    canvas_cls(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _short(s: str, n: int = 40) -> str:
+    return s if len(s) <= n else s[: n - 1] + "~"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def make_plots(report_dir: Path, *, cells: list[dict], scores: list[dict],
+               displacements: list[dict], problems: list[str]) -> list[dict]:
+    """Write every plot that has data; return ``[{kind, path, title, model, caption}]``.
+
+    A plot that fails is skipped and its reason appended to ``problems``.
+    """
+    used: set[str] = set()
+    out: list[dict] = []
+    models = _ordered(str(c.get("model") or "") for c in cells)
+    jobs = []
+    for m in models:
+        mc = [c for c in cells if str(c.get("model") or "") == m]
+        jobs.append(("heatmap", m, lambda mc=mc, m=m: plot_heatmaps(report_dir, m, mc, used)))
+        jobs.append(("attributes", m, lambda mc=mc, m=m: plot_attributes(report_dir, m, mc, used)))
+    jobs.append(("displacement", "", lambda: plot_displacement(report_dir, displacements, used)))
+    jobs.append(("family", "", lambda: plot_family(report_dir, scores, used)))
+    for kind, model, job in jobs:
+        try:
+            res = job()
+        except Exception as exc:
+            problems.append(scrub(f"{kind} plot {model}: {type(exc).__name__}: {exc}"))
+            continue
+        if res is not None:
+            res.setdefault("model", model)
+            out.append(res)
+    return out
+
+
+def _heat_value_cells(cells: list[dict]) -> list[dict]:
+    with_cond = [c for c in cells if c.get("corruption") and _sev(c.get("severity")) is not None]
+    stab = [c for c in with_cond if c.get("property") == "corruption_stability"]
+    if stab:
+        return stab
+    props = _ordered(str(c.get("property") or "") for c in with_cond)
+    return [c for c in with_cond if props and c.get("property") == props[0]]
+
+
+def plot_heatmaps(report_dir: Path, model: str, cells: list[dict], used: set[str]) -> dict | None:
+    """One figure per model, one heat map per dataset (corruption rows x severity columns)."""
+    value_cells = _heat_value_cells(cells)
+    if not value_cells:
+        return None
+    datasets = _ordered(str(c.get("dataset") or "") for c in value_cells)
+    fails = {(c.get("dataset"), c.get("corruption"), _sev(c.get("severity")))
+             for c in cells if c.get("verdict") == "fail" and c.get("corruption")}
+    grids = []
+    vmax = 0.0
+    for ds in datasets:
+        dc = [c for c in value_cells if str(c.get("dataset") or "") == ds]
+        cors = _ordered((str(c.get("corruption")) for c in dc), CORRUPTION_ORDER)
+        sevs = sorted({_sev(c.get("severity")) for c in dc})
+        grid = [[math.nan] * len(sevs) for _ in cors]
+        for c in dc:
+            v = as_float(c.get("delta_pct"))
+            i, j = cors.index(str(c.get("corruption"))), sevs.index(_sev(c.get("severity")))
+            if math.isfinite(v) and math.isnan(grid[i][j]):
+                grid[i][j] = v
+                vmax = max(vmax, abs(v))
+        grids.append((ds, cors, sevs, grid))
+    vmax = vmax or 1.0
+
+    matplotlib, Figure, Canvas = _mpl()
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
+    n = len(grids)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.6 * ncols + 0.8, 3.6 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    im = None
+    for k, (ds, cors, sevs, grid) in enumerate(grids):
+        ax = axes[k // ncols][k % ncols]
+        im = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(sevs)), [str(s) for s in sevs])
+        ax.set_yticks(range(len(cors)), cors)
+        ax.set_xlabel("severity")
+        ax.set_title(_short(ds), fontsize=10)
+        for i in range(len(cors)):
+            for j in range(len(sevs)):
+                v = grid[i][j]
+                if math.isfinite(v):
+                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(v) > 0.6 * vmax else "black")
+                if (ds, cors[i], sevs[j]) in fails:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
+                                           edgecolor="black", linewidth=2.5))
+    for k in range(n, nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="score change (%)")
+    fig.suptitle(f"{_short(model, 60)}: % score change vs clean (outlined: failing cell)",
+                 fontsize=11)
+    name = unique_plot_name("plot_heatmap", model, used)
+    path = _save(fig, Canvas, report_dir / name)
+    return {"kind": "heatmap", "path": path, "title": f"Corruption heat maps: {model}",
+            "caption": "Percentage change of the mean score vs clean, by corruption (rows) and "
+                       "severity (columns), one map per dataset; red = drop, blue = rise; "
+                       "outlined cells failed a test at that condition; grey = no value."}
+
+
+def plot_attributes(report_dir: Path, model: str, cells: list[dict], used: set[str]) -> dict | None:
+    """% shift per attribute prompt vs the neutral prompt, CI error bars, one row per attribute."""
+    ac = [c for c in cells if c.get("attribute") and c.get("property") == "metadata_invariance"]
+    if not ac:
+        ac = [c for c in cells if c.get("attribute")]
+    ac = [c for c in ac if math.isfinite(as_float(c.get("delta_pct")))]
+    if not ac:
+        return None
+    attrs = _ordered(str(c.get("attribute")) for c in ac)
+    datasets = _ordered(str(c.get("dataset") or "") for c in ac)
+    _, Figure, Canvas = _mpl()
+    fig = Figure(figsize=(7.5, 1.2 + 0.38 * len(attrs) * max(1, min(len(datasets), 3))),
+                 layout="constrained")
+    ax = fig.subplots()
+    step = 0.7 / max(len(datasets), 1)
+    markers = "osD^v<>ph*"
+    for di, ds in enumerate(datasets):
+        for c in ac:
+            if str(c.get("dataset") or "") != ds:
+                continue
+            y = attrs.index(str(c.get("attribute"))) + (di - (len(datasets) - 1) / 2) * step
+            x = as_float(c.get("delta_pct"))
+            lo, hi = as_float(c.get("ci_low")), as_float(c.get("ci_high"))
+            xerr = None
+            if math.isfinite(lo) and math.isfinite(hi):
+                xerr = [[max(x - lo, 0.0)], [max(hi - x, 0.0)]]
+            color = _VERDICT_COLOR.get(str(c.get("verdict")), "#000000")
+            ax.errorbar([x], [y], xerr=xerr, fmt=markers[di % len(markers)], color=color,
+                        ecolor=color, capsize=3, markersize=5)
+        ax.plot([], [], markers[di % len(markers)], color="#444444", label=_short(ds, 30))
+    thr = [as_float(c.get("threshold")) for c in ac]
+    thr = [t for t in thr if math.isfinite(t) and t > 0]
+    if thr and max(thr) == min(thr):
+        for s in (-1, 1):
+            ax.axvline(s * thr[0], color="#999999", linestyle=":", linewidth=1)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(attrs)), [_short(a, 45) for a in attrs])
+    ax.invert_yaxis()
+    ax.set_xlabel("score shift vs neutral prompt (%), 95% CI")
+    ax.set_title(f"{_short(model, 60)}: attribute shifts (green pass, red fail, grey inconclusive)",
+                 fontsize=10)
+    if len(datasets) > 1:
+        ax.legend(fontsize=8, loc="best")
+    name = unique_plot_name("plot_attributes", model, used)
+    path = _save(fig, Canvas, report_dir / name)
+    return {"kind": "attributes", "path": path, "title": f"Attribute shifts: {model}",
+            "caption": "Percentage shift of the mean score when the prompt names an attribute, "
+                       "vs the neutral prompt, with confidence intervals; dotted lines: "
+                       "tolerance (when one tolerance applies to all)."}
+
+
+def plot_displacement(report_dir: Path, displacements: list[dict], used: set[str]) -> dict | None:
+    pts = [d for d in displacements
+           if math.isfinite(as_float(d.get("displacement")))
+           and math.isfinite(as_float(d.get("score_change_pct")))]
+    if not pts:
+        return None
+    stats = displacement_stats(pts)
+    models = _ordered(str(d.get("model") or "") for d in pts)
+    _, Figure, Canvas = _mpl()
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for m in models:
+        xs = [as_float(d["displacement"]) for d in pts if str(d.get("model") or "") == m]
+        ys = [as_float(d["score_change_pct"]) for d in pts if str(d.get("model") or "") == m]
+        st = stats.get(m, {})
+        rho = st.get("rho", math.nan)
+        ax.scatter(xs, ys, s=18, alpha=0.75,
+                   label=f"{_short(m, 35)} (rho={rho:.2f}, n={st.get('n', 0)})"
+                   if math.isfinite(rho) else f"{_short(m, 35)} (n={st.get('n', 0)})")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("relative embedding displacement")
+    ax.set_ylabel("score change (%)")
+    rho_all = stats.get("all", {}).get("rho", math.nan)
+    ax.set_title("Embedding displacement vs score change"
+                 + (f" (Spearman rho = {rho_all:.2f})" if math.isfinite(rho_all) else ""),
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    name = unique_plot_name("plot_displacement", "", used)
+    path = _save(fig, Canvas, report_dir / name)
+    return {"kind": "displacement", "path": path, "title": "Displacement vs score change",
+            "caption": "One point per (model, dataset, corruption, severity): relative embedding "
+                       "displacement of the corrupted image vs the percentage score change.",
+            "stats": stats}
+
+
+def plot_family(report_dir: Path, scores: list[dict], used: set[str]) -> dict | None:
+    models, r, n = family_correlation(scores)
+    if len(models) < 2:
+        return None
+    _, Figure, Canvas = _mpl()
+    k = len(models)
+    fig = Figure(figsize=(1.6 + 1.1 * k, 1.2 + 1.0 * k), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(r, cmap="RdBu", vmin=-1, vmax=1)
+    labels = [_short(m, 25) for m in models]
+    ax.set_xticks(range(k), labels, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    for i in range(k):
+        for j in range(k):
+            v = r[i][j]
+            ax.text(j, i, (f"{v:.2f}" if math.isfinite(v) else "n/a") + f"\nn={n[i][j]}",
+                    ha="center", va="center", fontsize=7,
+                    color="white" if math.isfinite(v) and abs(v) > 0.6 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
+    ax.set_title("Per-image score correlation between models", fontsize=10)
+    name = unique_plot_name("plot_family_correlation", "", used)
+    path = _save(fig, Canvas, report_dir / name)
+    return {"kind": "family", "path": path, "title": "Family correlation",
+            "caption": "Pearson correlation of per-image scores between models over the shared "
+                       "(dataset, image_id, condition, prompt_id) keys; n = shared scored rows.",
+            "stats": {"models": models, "r": r, "n": n}}
