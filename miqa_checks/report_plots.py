@@ -200,7 +200,7 @@ def plot_heatmaps(report_dir: Path, model: str, cells: list[dict], used: set[str
     if not value_cells:
         return None
     datasets = _ordered(str(c.get("dataset") or "") for c in value_cells)
-    fails = {(c.get("dataset"), c.get("corruption"), _sev(c.get("severity")))
+    fails = {(str(c.get("dataset") or ""), str(c.get("corruption")), _sev(c.get("severity")))
              for c in cells if c.get("verdict") == "fail" and c.get("corruption")}
     grids = []
     vmax = 0.0

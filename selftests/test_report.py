@@ -125,6 +125,11 @@ def written(tmp_path_factory):
     return out, paths, (cells, scores, disp, errors, run_info)
 
 
+def _dicts(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _read(path):
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.reader(fh))
@@ -168,13 +173,13 @@ def test_columns_exactly_contract(written):
 
 def test_numbers_not_escaped_nan_empty(written):
     out, _, _ = written
-    rows = list(csv.DictReader(open(out / "matrix.csv", newline="", encoding="utf-8")))
+    rows = _dicts(out / "matrix.csv")
     r = next(r for r in rows if r["test_id"].startswith("test_corruption_stability[tiny-llava-oct-contrast-2"))
     assert r["delta_pct"] == "-12.5"  # a genuine number: not escaped
     assert r["ci_low"] == "-15.5" and r["severity"] == "2" and r["n"] == "24"
     nan_row = next(r for r in rows if "contrast-4" in r["test_id"])
     assert nan_row["delta_pct"] == "" and nan_row["ci_low"] == "" and nan_row["n_needed"] == ""
-    srows = list(csv.DictReader(open(out / "scores.csv", newline="", encoding="utf-8")))
+    srows = _dicts(out / "scores.csv")
     exp = next(r for r in srows if r["image_id"] == "exp_0")
     assert exp["score"] == "-12.5" and exp["p1"] == "0.1" and exp["p5"] == "0.15"
     assert srows[0]["score"] == "" and srows[0]["parse_ok"] == "false"
@@ -430,3 +435,13 @@ def test_import_is_cheap():
     r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_junit_properties():
+    c = _cell("tiny-llava", "oct", "pixelation", 3, -12.5, "fail")
+    c["ci_low"] = math.nan
+    props = dict(report.junit_properties(c))
+    assert list(props) == ["model", "dataset", "condition", "n", "delta_pct", "ci_low",
+                           "ci_high", "threshold", "verdict"]
+    assert props["delta_pct"] == "-12.5" and props["ci_low"] == "" and props["n"] == "24"
+    assert props["condition"] == "pixelation-3" and props["verdict"] == "fail"
