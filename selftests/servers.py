@@ -179,3 +179,19 @@ def tiny_server(spec: str, home: Path, **kwargs: object) -> Iterator[ServerHandl
     checkpoint = tiny_checkpoint_path(spec, home)
     with transformers_server(checkpoint, log_path=Path(home) / f"serve-{spec}.log", **kwargs) as server:  # type: ignore[arg-type]
         yield server
+
+
+def server_fixture(spec: str = "tiny-qwen2vl", scope: str = "module"):
+    """A pytest fixture serving the tiny checkpoint ``spec``: ``my_server = server_fixture()`` in a test module.
+
+    The checkpoint is built under a fresh ``tmp_path_factory`` folder (one server per scope and
+    xdist worker); the fixture yields a :class:`ServerHandle`.
+    """
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def _server(tmp_path_factory):
+        with tiny_server(spec, tmp_path_factory.mktemp(spec)) as handle:
+            yield handle
+
+    return _server

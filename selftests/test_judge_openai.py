@@ -35,18 +35,14 @@ from miqa_checks.judges.base import JudgeSettings
 from miqa_checks.judges.openai_judge import OpenAIJudge, encode_image_png, level_probs, parse_spec
 from miqa_checks.records import RequestMeta, ScoreRequest
 from selftests.fault_proxy import FaultProxy, always, marker_plan, no_faults, seeded_plan
-from selftests.servers import free_port, tiny_server
+from selftests.servers import free_port, server_fixture
 
 ENV_VARS = ("MIQA_OPENAI_API_KEY", "OPENAI_API_KEY", "MIQA_OPENAI_CONCURRENCY", "MIQA_OPENAI_RETRIES",
             "MIQA_OPENAI_TIMEOUT", "MIQA_OPENAI_BACKOFF", "MIQA_OPENAI_MAX_RETRY_AFTER")
 
 
 # ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("openai-judge")
-    with tiny_server("tiny-qwen2vl", home, startup_timeout_s=120.0) as handle:
-        yield handle
+server = server_fixture("tiny-qwen2vl", scope="module")  # one real transformers-serve process per module
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +366,11 @@ def test_api_key_is_sent_but_never_leaks(server, proxy, monkeypatch, caplog):
     for text in texts:
         assert LEAK not in text and "DO-NOT-LEAK" not in text
     assert judge.provenance()["api_key"] == "set"
+
+
+def test_openai_api_key_is_the_fallback(server, proxy, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fallback-DO-NOT-LEAK-1")
+    judge = make_judge(proxy, server.model, method="generate", max_new_tokens=2)
+    judge.score(requests_for([PROMPT]))
+    assert proxy.authorization_headers() == {"Bearer sk-fallback-DO-NOT-LEAK-1"}
+    assert "DO-NOT-LEAK" not in str(judge.provenance())

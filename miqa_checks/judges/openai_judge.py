@@ -72,7 +72,7 @@ EXPECTED_MAX_TOKENS = 1
 #: expected-mode responses without log-probabilities (and none with) before the judge stops asking
 NO_LOGPROBS_GIVE_UP = 2
 _BACKOFF_CAP_S = 10.0
-_PROBE_CONNECT_S = 3.0
+_PROBE_CONNECT_S = 2.0
 _PROBE_TRIES = 2
 
 
