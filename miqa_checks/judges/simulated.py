@@ -229,6 +229,12 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     ce = np.linspace(0, w, THUMB + 1).round().astype(int)
     s = np.add.reduceat(np.add.reduceat(g, re[:-1], axis=0), ce[:-1], axis=1)
     s /= np.outer(np.diff(re), np.diff(ce))
+    # standardise the thumbnail too: a finely textured image keeps a unit-scale thumbnail, so
+    # pixel noise (which averages out in the blocks) stays small against the between-image spread
+    s -= s.mean()
+    ts = float(s.std())
+    if ts > 1e-6:
+        s /= ts
     return s.ravel().astype(np.float32)
 
 
