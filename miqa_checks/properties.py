@@ -233,7 +233,7 @@ def severity_response(ref, by_severity, *, trend_tol_pct: float, fall_required_p
 
 def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha: float = 0.05,
                           family_size: int = 1, min_images: int = 5, seed: int = 0,
-                          resamples: int = 2000) -> Verdict:
+                          resamples: int = 2000, shrink_margin: float = 0.1) -> Verdict:
     """Corrupted embeddings stay near their clean image, and move more as damage grows.
 
     clean_emb: ``(n, D)``; emb_by_severity: ``(5, n, D)``.
@@ -242,15 +242,17 @@ def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha
     1.0 = as far as a typical other image, so models of any width compare). The mean at
     severity 1 is a ratio of means (delta-method SE, which accounts for s being estimated):
     fail if significantly > tolerance, pass if its (1 - alpha) upper bound is below it. Guard:
-    the mean displacement must not shrink from severity 1 to 5 (fail only when significantly
-    smaller). statistic = mean relative displacement at severity 1.
+    the mean displacement must not shrink from severity 1 to 5 by more than ``shrink_margin``
+    clean spreads (fail only when significantly so; a smaller shrink is immaterial -- e.g. an
+    8 x 8-pixel view of a pixelated image can be closer to the original at a block size that
+    divides the view than at a milder one). statistic = mean relative displacement at severity 1.
     """
     X = np.asarray(clean_emb, dtype=float)
     E = np.asarray(emb_by_severity, dtype=float)
     if X.ndim != 2 or E.ndim != 3 or E.shape[0] != 5 or E.shape[1:] != X.shape:
         raise ValueError(f"expected clean (n, D) and by-severity (5, n, D), got {X.shape} and {E.shape}")
     tol = float(tolerance)
-    threshold = f"displacement_sev1 <= {tol:g} (x clean spread), not shrinking with severity"
+    threshold = f"displacement_sev1 <= {tol:g} (x clean spread), sev5 >= sev1 - {shrink_margin:g}"
     keep = np.isfinite(X).all(axis=1) & np.isfinite(E).all(axis=(0, 2))
     dropped = int(keep.size - keep.sum())
     X, E = X[keep], E[:, keep]
@@ -270,7 +272,7 @@ def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha
                              family_size=fam, min_images=min_images)
     grow = (disp[4] - disp[0]) / s
     g = float(grow.mean())
-    d_mono = stats.band_decision(g, float(stats.standard_error(grow)), n, lower=0.0, alpha=alpha,
+    d_mono = stats.band_decision(g, float(stats.standard_error(grow)), n, lower=-float(shrink_margin), alpha=alpha,
                                  family_size=fam, min_images=min_images, can_pass=False)
     outcome, p, n_needed = stats.combine([d1, d_mono])
     lo, hi = _ratio_ci(disp[0], dist, seed, resamples, scale=1.0)

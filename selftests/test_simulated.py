@@ -274,8 +274,8 @@ def test_embeddings_shapes_and_growth():
         ]).astype(float)
         v = P.embedding_consistency(X, E, tolerance=0.5)
         disp = np.linalg.norm(E - X[None], axis=2).mean(axis=1)
-        if name == "contrast":
-            assert disp.max() < 0.25 * v.ref_mean  # standardised: contrast barely moves it
+        if name in ("contrast", "pixelation"):
+            assert disp.max() < 0.25 * v.ref_mean  # standardised 8 x 8 view: barely moves
         else:
             assert disp[4] > disp[0]  # grows with severity
         assert v.outcome == "pass", (name, v.reason)
