@@ -158,6 +158,26 @@ def test_generate_records_every_answer(spec, judge_for):
     assert judge.identity().endswith("|generate-6|float32")
 
 
+def test_expected_score_sums_every_digit_form(judge_for):
+    """Level logits = logsumexp over all single-token forms of the digit ("1" and "Ġ1", ...)."""
+    import torch
+
+    judge = judge_for("tiny-llava")
+    judge.score([_request(_image(0))])
+    tok = judge._processor.tokenizer
+    assert any(len(ids) > 1 for ids in judge._level_ids), "the tiny tokenizer has ' 1' and '1' forms"
+    for k, ids in enumerate(judge._level_ids, start=1):
+        assert all(tok.decode([i]).strip() == str(k) for i in ids)
+    request = _request(_image(0))
+    (res,) = judge.score([request])
+    with torch.no_grad():
+        logits = judge._model(**judge._inputs([request])).logits[0, -1].float()
+    level = torch.stack([torch.logsumexp(logits[ids], 0) for ids in judge._level_ids])
+    probs = torch.softmax(level, 0)
+    assert np.allclose(res.probs, probs.numpy(), atol=1e-6)
+    assert math.isclose(res.score, float((probs * torch.arange(1, 6)).sum()), abs_tol=1e-6)
+
+
 def test_generate_parse_rule_applied(judge_for, monkeypatch):
     """Decoded text goes through the published parse rule; out-of-range values stay, flagged later."""
     judge = judge_for("tiny-llava", "generate")
@@ -203,6 +223,30 @@ def test_identity_follows_the_weights(home, tmp_path):
     assert TransformersJudge(str(copy), settings).identity() != first
     gen = TransformersJudge(str(copy), JudgeSettings(device="cpu", method="generate")).identity()
     assert "generate" in gen
+
+
+def test_hf_id_found_in_the_local_cache(home, tmp_path, monkeypatch):
+    """An HF id resolves from the local cache only; the snapshot hash is the revision."""
+    import huggingface_hub.constants as hub_constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--miqa-test--tiny-vlm"
+    shutil.copytree(tiny_checkpoint("tiny-idefics3", home), repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    judge = load_judge("miqa-test/tiny-vlm", JudgeSettings(device="cpu", home=home))
+    assert judge.identity() == f"miqa-test/tiny-vlm@rev={revision}|expected|float32"
+    (res,) = judge.score([_request(_image(0))])
+    assert res.error is None and 1 <= res.score <= 5
+    prov = judge.provenance()
+    assert prov["model"] == "miqa-test/tiny-vlm" and prov["revision"] == revision
+    assert str(tmp_path) not in json.dumps(prov)
+
+
+def test_tiny_spec_without_factory_builds_itself(home):
+    judge = TransformersJudge("tiny-gemma3", JudgeSettings(device="cpu", home=home))
+    assert judge.identity().startswith("tiny-gemma3@sha256=")
 
 
 def test_construction_is_cheap_and_imports_no_torch():

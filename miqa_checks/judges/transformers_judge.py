@@ -83,11 +83,16 @@ class TransformersJudge(Judge):
     ) -> None:
         if settings.method not in SCORING_METHODS:
             raise MiqaUsageError(f"unknown scoring method {settings.method!r}; use one of {', '.join(SCORING_METHODS)}")
-        if spec.startswith("tiny-"):
-            from .tiny import FAMILIES
+        if spec.startswith("tiny-") and not Path(spec).is_dir():
+            from .tiny import FAMILIES, tiny_checkpoint
 
             if spec not in FAMILIES:
                 raise MiqaUsageError(f"unknown tiny model {spec!r}; known: {', '.join(FAMILIES)}")
+            if checkpoint_factory is None:
+                home = settings.home
+
+                def checkpoint_factory() -> Path:
+                    return tiny_checkpoint(spec, home)
         self.spec = spec
         self.settings = settings
         self._factory = checkpoint_factory
@@ -169,8 +174,6 @@ class TransformersJudge(Judge):
 
                 if model_type not in CONFIG_MAPPING:
                     needs_code.append(f"model_type {model_type!r} unknown to transformers")
-        if any(folder.glob("*.py")):
-            needs_code.append("python files in the checkpoint")
         if needs_code and not self.settings.trust_remote_code:
             raise JudgeError(
                 f"model {name!r} ships its own code ({'; '.join(needs_code)}); refusing to run it. "
@@ -229,9 +232,8 @@ class TransformersJudge(Judge):
         self._resolve_device()
         from .devices import dtype_name
 
+        # an HF cache snapshot is immutable per commit: its revision names it; else hash the files
         rev = f"rev={self._revision}" if self._revision else f"sha256={self._hash_weights()[:16]}"
-        if self._revision and self._factory is None:
-            rev += f",sha256={self._hash_weights()[:16]}"
         return f"{self._display}@{rev}|{self._method_tag()}|{dtype_name(self._dtype)}"
 
     def provenance(self) -> dict[str, str]:
@@ -244,7 +246,7 @@ class TransformersJudge(Judge):
             "spec": self._display or "",
             "model": self._display or "",
             "revision": self._revision or "",
-            "weights_sha256": self._hash_weights(),
+            "weights_sha256": "" if self._revision else self._hash_weights(),
             "dtype": dtype_name(self._dtype),
             "device": self._device or "",
             "method": self.settings.method,
@@ -263,7 +265,6 @@ class TransformersJudge(Judge):
         folder = self._resolve()
         self._resolve_device()
         name = self._display
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         trust = bool(self.settings.trust_remote_code)
@@ -287,6 +288,8 @@ class TransformersJudge(Judge):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if not getattr(processor, "chat_template", None) and getattr(tokenizer, "chat_template", None):
+            processor.chat_template = tokenizer.chat_template
         if not getattr(processor, "chat_template", None):
             raise JudgeError(f"model {name!r}: the checkpoint has no chat template (chat_template.jinja)")
         self._processor = processor
@@ -302,7 +305,6 @@ class TransformersJudge(Judge):
             from .devices import auto_batch_size
 
             self._batch_size = auto_batch_size(self._device)
-        torch.set_grad_enabled(False)
 
     def _find_level_ids(self, tokenizer) -> list[list[int]]:
         """Every single-token form of each digit 1..5 ("3", " 3", "▁3", "Ġ3", ...)."""
@@ -435,6 +437,12 @@ class TransformersJudge(Judge):
         return self._model(**inputs, output_hidden_states=hidden, return_dict=True)
 
     def _run_batch(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        import torch
+
+        with torch.inference_mode():
+            return self._run_batch_inner(requests)
+
+    def _run_batch_inner(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         import torch
 
         inputs = self._inputs(requests)
