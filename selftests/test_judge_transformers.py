@@ -333,9 +333,10 @@ def test_missing_model_fails_fast_and_names_it(home):
 def test_missing_folder_fails_fast(home, tmp_path):
     judge = load_judge(str(tmp_path / "nowhere" / "ckpt"), JudgeSettings(device="cpu", home=home))
     t0 = time.perf_counter()
-    with pytest.raises(JudgeError, match="does not exist"):
+    with pytest.raises(JudgeError, match="does not exist") as info:
         judge.identity()
     assert time.perf_counter() - t0 < 10
+    assert "'ckpt'" in str(info.value) and str(tmp_path) not in str(info.value)
 
 
 # ---------------------------------------------------------------------------- failure isolation, OOM

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -130,8 +129,13 @@ class TransformersJudge(Judge):
                 if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
                     self._display = folder.parent.parent.name[len("models--"):].replace("--", "/")
                     self._revision = folder.name
-            elif spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or os.sep == "\\" and "\\" in spec:
-                raise JudgeError(f"model folder {Path(spec).name!r} ({spec}) does not exist. {_fix_hint(spec)}")
+            elif spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec:
+                # looks like a path, not an HF id (``org/name``); name only its last part (no paths in reports)
+                raise JudgeError(
+                    f"model folder {Path(spec).name!r} (given to --miqa-model) does not exist; pass an existing "
+                    "checkpoint folder (config.json + *.safetensors + processor files) or a Hugging Face id "
+                    "that is in the local Hugging Face cache."
+                )
             else:
                 folder = self._from_hf_cache(spec)
                 self._display = spec
