@@ -1,0 +1,100 @@
+"""Image sources -> ``Dataset`` (readable images as records, unreadable inputs as error records).
+
+Importing this package is cheap: pydicom, nibabel, Pillow, h5py and scikit-image are imported
+lazily by the readers. Sources:
+
+- ``samples``: embedded real medical images (see SAMPLES.md),
+- a MediMeta-C root (``<root>/<dataset>/<split>/clean.npz`` + corrupted npz files),
+- a MedIMeta root or a single MedIMeta dataset folder (``info.yaml``),
+- a folder of images (PNG, JPEG, TIFF, BMP, DICOM, NIfTI), one dataset per image subfolder,
+- a manifest CSV with columns ``path, dataset, modality`` (optional ``image_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import MiqaUsageError
+from ..records import ErrorRecord, ImageRecord
+
+__all__ = ["Dataset", "Source", "resolve_source", "load_all"]
+
+
+@dataclass
+class Dataset:
+    """The images of one dataset and the inputs that could not be used.
+
+    precorrupted: (image_id, corruption, severity) -> the published corrupted uint8 image,
+        None when that file is missing (MediMeta-C only).
+    """
+
+    name: str
+    modality: str
+    records: list[ImageRecord]
+    errors: list[ErrorRecord] = field(default_factory=list)
+    precorrupted: Callable[[str, str, int], np.ndarray | None] | None = None
+
+
+class Source(Protocol):
+    """Where images come from. ``dataset_names`` is cheap (no pixel decoding)."""
+
+    spec: str
+
+    def dataset_names(self) -> list[tuple[str, str]]:
+        """[(dataset id, modality text)] in a stable order."""
+        ...
+
+    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+        """Read one dataset (at most ``max_images`` good images, chosen from ``seed``)."""
+        ...
+
+
+def resolve_source(spec: str) -> Source:
+    """``--miqa-data`` value -> a Source; MiqaUsageError naming ``spec`` when none fits."""
+    from . import folder, manifest, medimeta, medimeta_c
+
+    if spec.strip().lower() == "samples":
+        from .samples import SamplesSource
+
+        return SamplesSource()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise MiqaUsageError(f"--miqa-data {spec!r}: no such file or folder (expected 'samples', a folder or a .csv manifest)")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return manifest.ManifestSource(spec)
+        raise MiqaUsageError(f"--miqa-data {spec!r}: a single file is not a source (give its folder or a .csv manifest)")
+    if medimeta_c.is_medimeta_c(path):
+        return medimeta_c.MediMetaCSource(spec)
+    if medimeta.is_medimeta(path):
+        return medimeta.MedIMetaSource(spec)
+    if folder.has_images(path):
+        return folder.FolderSource(spec)
+    raise MiqaUsageError(
+        f"--miqa-data {spec!r}: not a recognisable source (no MediMeta-C npz files, no MedIMeta info.yaml, "
+        "no PNG/JPEG/TIFF/BMP/DICOM/NIfTI files)"
+    )
+
+
+def load_all(specs: list[str], *, max_images: int | None, seed: int) -> list[Dataset]:
+    """Load every dataset of every source, in order; MiqaUsageError when a source yields no image
+    or two sources define the same dataset id."""
+    out: list[Dataset] = []
+    owner: dict[str, str] = {}
+    for spec in dict.fromkeys(specs):
+        source = resolve_source(spec)
+        loaded = [source.load(name, max_images=max_images, seed=seed) for name, _ in source.dataset_names()]
+        if not any(ds.records for ds in loaded):
+            reasons = "; ".join(f"{e.file}: {e.reason}" for ds in loaded for e in ds.errors[:3])
+            raise MiqaUsageError(f"--miqa-data {spec!r}: no readable image" + (f" ({reasons})" if reasons else ""))
+        for ds in loaded:
+            if ds.name in owner:
+                raise MiqaUsageError(f"dataset id {ds.name!r} comes from both {owner[ds.name]!r} and {spec!r}")
+            owner[ds.name] = spec
+        out.extend(loaded)
+    return out

@@ -1,0 +1,137 @@
+"""A manifest CSV: columns ``path, dataset, modality`` (optional ``image_id``).
+
+Paths are resolved relative to the manifest's folder; a path that leaves it (``..``, absolute,
+symlink escape) is an error record and is never read. Rows with an empty or invalid dataset id
+are error records too; they are reported with the manifest's first dataset (sorted), since they
+belong to none.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from ..errors import MiqaUsageError
+from ..records import ErrorRecord, ImageRecord
+from . import Dataset, ids, readers
+from .select import pick
+from .validate import ImageError
+
+REQUIRED = ("path", "dataset", "modality")
+MAX_MANIFEST_BYTES = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One usable manifest row."""
+
+    image_id: str
+    path: str
+    modality: str
+
+
+class ManifestSource:
+    """Images listed in a CSV file (see module docstring)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.file = Path(spec).expanduser()
+        self.root = self.file.parent.resolve()
+
+    def _read_rows(self) -> list[dict[str, str]]:
+        """CSV rows with stripped keys and values; MiqaUsageError for a file that is not a manifest."""
+        if self.file.stat().st_size > MAX_MANIFEST_BYTES:
+            raise MiqaUsageError(f"--miqa-data {self.spec!r}: manifest over {MAX_MANIFEST_BYTES // 1024**2} MiB")
+        try:
+            with open(self.file, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+                missing = [c for c in REQUIRED if c not in columns]
+                if missing:
+                    raise MiqaUsageError(
+                        f"--miqa-data {self.spec!r}: manifest lacks column(s) {', '.join(missing)} "
+                        f"(needs {', '.join(REQUIRED)}; optional image_id)"
+                    )
+                return [
+                    {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+                    for row in reader
+                ]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise MiqaUsageError(f"--miqa-data {self.spec!r}: not a readable CSV manifest ({exc})") from None
+
+    def _inside(self, raw: str) -> Path | None:
+        """The resolved file for ``raw``, None when it leaves the manifest folder."""
+        if not raw or PurePosixPath(raw).is_absolute() or PureWindowsPath(raw).is_absolute():
+            return None
+        target = (self.root / raw).resolve()
+        return target if target.is_relative_to(self.root) else None
+
+    @cached_property
+    def _parsed(self) -> tuple[dict[str, list[_Row]], dict[str, str], dict[str, list[ErrorRecord]], list[ErrorRecord]]:
+        """(rows per dataset, modality per dataset, row errors per dataset, errors of no dataset)."""
+        rows: dict[str, list[_Row]] = {}
+        modality: dict[str, str] = {}
+        errors: dict[str, list[ErrorRecord]] = {}
+        orphans: list[ErrorRecord] = []
+        seen: set[tuple[str, str]] = set()
+        for n, row in enumerate(self._read_rows(), start=2):
+            raw, name = row.get("path", ""), row.get("dataset", "")
+            absolute = PurePosixPath(raw).is_absolute() or PureWindowsPath(raw).is_absolute()
+            where = f"row {n}" if not raw or absolute else raw  # never report an absolute path
+            if not name:
+                orphans.append(ErrorRecord("", where, f"row {n}: empty dataset id"))
+                continue
+            if not ids.is_valid(name):
+                orphans.append(ErrorRecord(name, where, f"row {n}: unknown dataset id {name!r} (use a-z, 0-9, _)"))
+                continue
+            mod = row.get("modality") or name
+            problem = None
+            image_id = row.get("image_id") or PurePosixPath(raw.replace("\\", "/")).as_posix()
+            if not raw:
+                problem = f"row {n}: empty path"
+            elif self._inside(raw) is None:
+                problem = f"row {n}: path leaves the manifest folder (not read)"
+            elif modality.setdefault(name, mod) != mod:
+                problem = f"row {n}: modality {mod!r} conflicts with {modality[name]!r} for this dataset"
+            elif (name, image_id) in seen:
+                problem = f"row {n}: duplicate image_id {image_id!r}"
+            if problem:
+                errors.setdefault(name, []).append(ErrorRecord(name, where, problem))
+                rows.setdefault(name, [])
+                continue
+            seen.add((name, image_id))
+            rows.setdefault(name, []).append(_Row(image_id, raw, mod))
+        for name in rows:
+            modality.setdefault(name, name)
+        return rows, modality, errors, orphans
+
+    def dataset_names(self) -> list[tuple[str, str]]:
+        rows, modality, _, orphans = self._parsed
+        if not rows:
+            detail = "; ".join(e.reason for e in orphans[:3])
+            raise MiqaUsageError(f"--miqa-data {self.spec!r}: manifest names no usable dataset" + (f" ({detail})" if detail else ""))
+        return [(name, modality[name]) for name in sorted(rows)]
+
+    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+        rows, modality, row_errors, orphans = self._parsed
+        if dataset not in rows:
+            raise MiqaUsageError(f"--miqa-data {self.spec!r} has no dataset {dataset!r}")
+        by_id = {r.image_id: r for r in rows[dataset]}
+
+        def load_one(image_id: str) -> ImageRecord:
+            row = by_id[image_id]
+            path = self._inside(row.path)
+            if path is None:  # the file system changed since parsing
+                raise ImageError("path leaves the manifest folder (not read)")
+            if not path.is_file():
+                raise ImageError("file not found")
+            return ImageRecord(image_id, dataset, row.modality, readers.read_image(path), source=row.path, licence="")
+
+        records, errors = pick(
+            list(by_id), load_one, dataset=dataset, max_images=max_images, seed=seed,
+            error_file=lambda image_id: by_id[image_id].path,
+        )
+        extra = orphans if dataset == min(rows) else []
+        return Dataset(dataset, modality[dataset], records, extra + row_errors.get(dataset, []) + errors)

@@ -1,0 +1,64 @@
+"""Shape and size rules every image obeys before it becomes an ``ImageRecord``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_SIDE = 8
+"""Smallest accepted height and width, in pixels."""
+
+MAX_PIXELS = 50_000_000
+"""Largest accepted image, in pixels (checked from the header, before decoding)."""
+
+
+class ImageError(Exception):
+    """A file that cannot become an image; ``str(exc)`` is the human reason for the error record."""
+
+
+def check_header_size(width: int, height: int, frames: int = 1) -> None:
+    """Refuse absurd dimensions declared by a header before any pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"header declares {width}x{height} pixels (empty image)")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"header declares {width}x{height} pixels (over the {MAX_PIXELS // 1_000_000} MP limit)"
+        )
+    if frames < 0:
+        raise ImageError(f"header declares {frames} frames")
+
+
+def check_finite(arr: np.ndarray) -> None:
+    """Raise when a float array holds NaN or infinite values (reason gives the count)."""
+    if arr.dtype.kind not in "fc":
+        return
+    nan = int(np.isnan(arr).sum())
+    if nan:
+        raise ImageError(f"NaN values ({nan} of {arr.size} pixels)")
+    inf = int(np.isinf(arr).sum())
+    if inf:
+        raise ImageError(f"infinite values ({inf} of {arr.size} pixels)")
+
+
+def finish(arr: np.ndarray) -> np.ndarray:
+    """Normalise a uint8 image to H x W (grey) or H x W x 3 (RGB) and check its size.
+
+    H x W x 1 becomes H x W; a fourth (alpha) channel is dropped; an RGB image whose three
+    channels are identical becomes grey (grey is never kept stacked).
+    """
+    if arr.dtype != np.uint8:
+        raise ImageError(f"internal: expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    elif arr.ndim == 3 and arr.shape[2] == 2:  # grey + alpha
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
+            arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ImageError(f"unsupported pixel layout {tuple(arr.shape)} (expected H x W or H x W x 3)")
+    h, w = arr.shape[:2]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ImageError(f"{w}x{h} image is too small (min {MIN_SIDE}x{MIN_SIDE})")
+    return np.ascontiguousarray(arr)
