@@ -168,3 +168,27 @@ def test_manifest_parser(rows, header):
             assert all(r.image.dtype == np.uint8 for r in ds.records)
     except MiqaUsageError:
         pass
+
+
+def _hdf5_bytes() -> bytes:
+    import h5py
+
+    path = WORKDIR / f"seed{next(_names)}.hdf5"
+    with h5py.File(path, "w") as fh:
+        fh["images"] = np.arange(3 * 16 * 16, dtype=np.uint8).reshape(3, 16, 16)
+    return path.read_bytes()
+
+
+HDF5 = _hdf5_bytes()
+
+
+@settings(FUZZ, max_examples=40)
+@given(data=st.one_of(st.binary(max_size=512), mutated(HDF5)))
+def test_medimeta_hdf5_reader(data):
+    folder = WORKDIR / f"h{next(_names)}"
+    folder.mkdir()
+    (folder / "info.yaml").write_text("id: fuzz\n")
+    (folder / "images.hdf5").write_bytes(data)
+    ds = resolve_source(str(folder)).load("fuzz", max_images=None, seed=0)
+    assert ds.records or ds.errors
+    assert all(r.image.dtype == np.uint8 for r in ds.records)

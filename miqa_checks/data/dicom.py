@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import intensity
-from .validate import ImageError, check_header_size, finish
+from .validate import ImageError, check_header_size, describe, finish
 
 PHI_KEYWORDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientAge",
@@ -38,7 +38,7 @@ def scrub(message: str, ds: Any) -> str:
         value = str(ds.get(key, "") or "") if ds is not None else ""
         if len(value) >= 2:
             message = message.replace(value, "<redacted>")
-    return message[:160]
+    return describe(RuntimeError(message), 160).removeprefix("RuntimeError: ")
 
 
 def frame_count(ds: Any) -> int:
@@ -78,6 +78,7 @@ def frame_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
     Monochrome: rescale slope/intercept, then the first window centre/width when present,
     else the robust 0.5-99.5 % window; MONOCHROME1 inverted. PALETTE COLOR: the colour LUT.
     RGB / YBR (converted to RGB by pydicom when decoding): 8-bit kept, else percentile window.
+    A VOI LUT Sequence or Modality LUT Sequence is not applied (window / percentile instead).
     """
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR":

@@ -35,7 +35,7 @@ def _files(folder: Path, root: Path, recursive: bool) -> list[str]:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             out += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
     else:
-        out = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        out = [p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith(".")]
     return sorted(p.relative_to(root).as_posix() for p in out)
 
 

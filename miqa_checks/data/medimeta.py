@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ..errors import MiqaUsageError
 from ..records import ErrorRecord, ImageRecord
 from . import Dataset, ids, readers
 from .select import pick
-from .validate import ImageError, check_header_size, finish
+from .validate import ImageError, check_header_size, describe, finish
 
 SPLITS = ("test", "val")
 MAX_INFO_BYTES = 1024**2
@@ -63,10 +64,46 @@ def _read_info(folder: Path) -> dict[str, str]:
     return parse_info(file.read_text(encoding="utf-8", errors="replace"))
 
 
-def _indices(line: str) -> int | None:
-    """A split-file line -> image index (``123`` or ``images/000123.tiff``), None if neither."""
+def _index_of(line: str) -> int | None:
+    """A split-file line or file name -> image index (``123`` or ``images/000123.tiff``), None if neither."""
     stem = Path(line.strip()).name.split(".")[0]
     return int(stem) if stem.isdigit() else None
+
+
+def _open_hdf5(file: Path) -> tuple[Any, str | None]:
+    """(the ``images`` dataset of ``file`` or None, the problem when unusable); None, None when absent."""
+    if not file.is_file():
+        return None, None
+    import h5py
+
+    try:
+        handle = h5py.File(file, "r")
+    except Exception as exc:  # noqa: BLE001 - corrupt HDF5 of any kind
+        return None, f"truncated or corrupt HDF5 ({describe(exc)})"
+    try:
+        store = handle["images"]
+        if store.dtype != np.uint8 or store.ndim not in (3, 4):
+            raise ImageError(f"'images' is {store.dtype} {tuple(store.shape)} (expected uint8 N x H x W [x 3])")
+        check_header_size(int(store.shape[2]), int(store.shape[1]))
+        return store, None
+    except ImageError as exc:
+        handle.close()
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001
+        handle.close()
+        return None, f"truncated or corrupt HDF5 ({describe(exc)})"
+
+
+def _split(splits: Path, count: int) -> tuple[str, list[int], str | None]:
+    """(split name, sorted image indices, problem) from ``test.txt``, else ``val.txt``, else all."""
+    for name in SPLITS:
+        file = splits / f"{name}.txt"
+        if file.is_file():
+            lines = [ln for ln in file.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            indices = sorted({i for ln in lines if (i := _index_of(ln)) is not None and 0 <= i < count})
+            bad = sum(1 for ln in lines if (i := _index_of(ln)) is None or not 0 <= i < count)
+            return name, indices, f"{bad} line(s) name no image of this dataset" if bad else None
+    return "all", list(range(count)), None
 
 
 class MedIMetaSource:
@@ -94,38 +131,16 @@ class MedIMetaSource:
         folder = self._folders[dataset]
         rel_dir = folder.path.relative_to(self.root).as_posix()
         licence = folder.info.get("license") or folder.info.get("licence") or ""
-        errors: list[ErrorRecord] = []
-        hdf5_file = folder.path / "images.hdf5"
         tiffs = sorted((folder.path / "images").glob("*.tif*")) if (folder.path / "images").is_dir() else []
-        store = None
-        if hdf5_file.is_file():
-            import h5py
-
-            try:
-                store = h5py.File(hdf5_file, "r")["images"]
-                count = int(store.shape[0])
-                if store.dtype != np.uint8 or store.ndim not in (3, 4):
-                    raise ImageError(f"'images' is {store.dtype} {tuple(store.shape)} (expected uint8 N x H x W [x 3])")
-                check_header_size(int(store.shape[2]), int(store.shape[1]))
-            except Exception as exc:  # noqa: BLE001 - corrupt HDF5 of any kind
-                errors.append(ErrorRecord(dataset, f"{rel_dir}/images.hdf5", f"unreadable HDF5 ({exc})"[:200]))
-                store = None
-        by_index = {i: p for p in tiffs if (i := _indices(p.name)) is not None}
-        if store is None:
-            count = max(by_index) + 1 if by_index else 0
-            if not count and not errors:
-                errors.append(ErrorRecord(dataset, rel_dir, "no images.hdf5 and no images/NNNNNN.tiff files"))
-        split, wanted = "all", list(range(count))
-        for name in SPLITS:
-            file = folder.path / "splits" / f"{name}.txt"
-            if file.is_file():
-                lines = [ln for ln in file.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-                parsed = [_indices(ln) for ln in lines]
-                split, wanted = name, [i for i in parsed if i is not None and 0 <= i < count]
-                if len(wanted) < len(lines):
-                    errors.append(ErrorRecord(dataset, f"{rel_dir}/splits/{name}.txt",
-                                              f"{len(lines) - len(wanted)} line(s) name no image of this dataset"))
-                break
+        by_index = {i: p for p in tiffs if (i := _index_of(p.name)) is not None}
+        store, problem = _open_hdf5(folder.path / "images.hdf5")
+        errors = [ErrorRecord(dataset, f"{rel_dir}/images.hdf5", problem)] if problem else []
+        count = int(store.shape[0]) if store is not None else (max(by_index) + 1 if by_index else 0)
+        if not count and not errors:
+            errors.append(ErrorRecord(dataset, rel_dir, "no images.hdf5 and no images/NNNNNN.tiff files"))
+        split, wanted, problem = _split(folder.path / "splits", count)
+        if problem:
+            errors.append(ErrorRecord(dataset, f"{rel_dir}/splits/{split}.txt", problem))
 
         def load_one(image_id: str) -> ImageRecord:
             index = int(image_id.split("/")[1])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .validate import ImageError
+from .validate import ImageError, describe
 
 _LOCAL_HEADER = 30
 MAX_LOADED_BYTES = 4 * 1024**3
@@ -80,7 +80,7 @@ def images(path: Path) -> np.ndarray:
     except KeyError:
         raise ImageError("npz has no 'images' array") from None
     except Exception as exc:  # noqa: BLE001 - zip, zlib, npy header errors of any kind
-        raise ImageError(f"corrupt npz ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise ImageError(f"corrupt npz ({describe(exc, 80)})") from None
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[3] not in (1, 3, 4)):
         raise ImageError(f"npz 'images' is {arr.dtype} {tuple(arr.shape)} (expected uint8 N x H x W x 3)")
     return arr

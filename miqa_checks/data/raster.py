@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import intensity
-from .validate import MAX_PIXELS, ImageError, check_header_size, finish
+from .validate import MAX_PIXELS, ImageError, check_header_size, describe, finish
 
 MAX_DECODED_BYTES = 8 * MAX_PIXELS
 """Largest decoded TIFF page accepted by the tifffile fallback, in bytes."""
@@ -58,7 +58,7 @@ def _read_tifffile(path: Path) -> np.ndarray:
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - any tifffile failure is a bad file
-        raise ImageError(f"truncated or corrupt TIFF ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise ImageError(f"truncated or corrupt TIFF ({describe(exc, 80)})") from None
     arr = np.squeeze(arr)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (S, H, W) -> (H, W, S)
@@ -91,6 +91,5 @@ def read_image(path: Path, kind: str) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         if kind == "TIFF" and isinstance(exc, (UnidentifiedImageError, OSError)):
             return finish(_read_tifffile(path))
-        message = str(exc)[:100]
-        raise ImageError(f"truncated or corrupt {kind} ({type(exc).__name__}: {message})") from None
+        raise ImageError(f"truncated or corrupt {kind} ({describe(exc)})") from None
     return finish(arr)

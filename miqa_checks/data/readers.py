@@ -68,6 +68,8 @@ def read_image(path: Path) -> np.ndarray:
     expected = EXTENSIONS.get(ext)
     if ext and expected is None:
         raise ImageError(f"unsupported file type '{ext}' (not an image)")
+    if not path.is_file():  # FIFOs, devices, sockets: reading them could block forever
+        raise ImageError("not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise ImageError("zero-byte file")

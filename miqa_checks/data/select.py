@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..records import ErrorRecord, ImageRecord
-from .validate import ImageError
+from .validate import ImageError, describe
 
 
 def pick(
@@ -43,6 +43,6 @@ def pick(
         except MemoryError:
             errors.append(ErrorRecord(dataset, error_file(cid), "out of memory while decoding"))
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-            errors.append(ErrorRecord(dataset, error_file(cid), f"unreadable ({type(exc).__name__}: {str(exc)[:100]})"))
+            errors.append(ErrorRecord(dataset, error_file(cid), f"unreadable ({describe(exc)})"))
     records.sort(key=lambda r: r.image_id)
     return records, errors

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 MIN_SIDE = 8
@@ -62,3 +64,13 @@ def finish(arr: np.ndarray) -> np.ndarray:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageError(f"{w}x{h} image is too small (min {MIN_SIDE}x{MIN_SIDE})")
     return np.ascontiguousarray(arr)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/|[A-Za-z]:[\\/])(?:[^\s'\"/\\]+[\\/])*([^\s'\"/\\]*)")
+
+
+def describe(exc: BaseException, limit: int = 100) -> str:
+    """``Type: message`` of an exception for an error reason: absolute paths cut to their file
+    name (reports never carry absolute paths), at most ``limit`` characters of message."""
+    message = _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", str(exc))
+    return f"{type(exc).__name__}: {message[:limit]}" if message else type(exc).__name__
