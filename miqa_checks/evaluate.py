@@ -128,20 +128,26 @@ def _baseline_series(baseline: BaselineScores, dataset: str, spec: RequestSpec, 
     return np.array([baseline.get((dataset, i, spec.condition, spec.prompt_id), np.nan) for i in image_ids], dtype=float)
 
 
+def _image_means(scores: np.ndarray) -> np.ndarray:
+    """(k, n) -> (n,) mean over the k conditions of each image, NaN-skipping; NaN if none."""
+    valid = ~np.isnan(scores)
+    count = valid.sum(axis=0)
+    return np.where(count > 0, np.where(valid, scores, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+
+
 def _baseline_cell(cell, image_ids, lookup, thresholds, common, baseline) -> P.Verdict:
     specs = cell.requests()
     if cell.property == "baseline_agreement":
-        new = np.concatenate([_scores(lookup, s, image_ids) for s in specs])
-        old = np.concatenate([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs])
+        # One value per image (its mean over the conditions), so the pairs are independent.
+        new = _image_means(np.stack([_scores(lookup, s, image_ids) for s in specs]))
+        old = _image_means(np.stack([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs]))
         return P.baseline_agreement(new, old, min_r=thresholds["baseline_min_correlation"], **common)
     new_ref = _scores(lookup, specs[0], image_ids)
     old_ref = _baseline_series(baseline, cell.dataset, specs[0], image_ids)
-    new_cond = np.concatenate([_scores(lookup, s, image_ids) for s in specs[1:]])
-    old_cond = np.concatenate([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs[1:]])
-    reps = len(specs) - 1
+    new_cond = np.stack([_scores(lookup, s, image_ids) for s in specs[1:]])  # (k, n)
+    old_cond = np.stack([_baseline_series(baseline, cell.dataset, s, image_ids) for s in specs[1:]])
     return P.baseline_noninferiority(
-        np.tile(new_ref, reps), new_cond, np.tile(old_ref, reps), old_cond,
-        margin_pct=thresholds["baseline_margin_pct"], **common,
+        new_ref, new_cond, old_ref, old_cond, margin_pct=thresholds["baseline_margin_pct"], **common
     )
 
 

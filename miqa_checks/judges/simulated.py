@@ -103,6 +103,9 @@ EMBED_DIM = 32
 THUMB = 8
 _PROBS_SD = 0.6
 _LEVELS = np.arange(1.0, 6.0)
+#: Thumbnail and content term per image content, shared by every simulated judge in the process
+#: (a pure function of the pixels, so seeded runs over the same images reuse it).
+_THUMB_CACHE: dict[bytes, tuple[np.ndarray, float]] = {}
 _PROJECTION = (np.random.default_rng(0).standard_normal((EMBED_DIM, THUMB * THUMB)) / THUMB).astype(np.float32)
 
 
@@ -303,7 +306,6 @@ class SimulatedJudge(Judge):
         self._attr_phrases = [(ATTRIBUTES[a], pct) for a, pct in self.knobs["attr"].items()]
         self._para_texts = list(PARAPHRASES.values())
         self._nondet_rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xD1CE])
-        self._thumb_cache: dict[bytes, tuple[np.ndarray, float]] = {}
 
     # -- Judge API
     def identity(self) -> str:
@@ -361,13 +363,13 @@ class SimulatedJudge(Judge):
         arr = np.ascontiguousarray(image)
         key = hashlib.blake2b(arr.tobytes(), digest_size=16, person=str(arr.shape).encode()[:16]).digest() + \
             str(arr.dtype).encode()
-        hit = self._thumb_cache.get(key)
+        hit = _THUMB_CACHE.get(key)
         if hit is None:
             t = thumbnail(arr)
             hit = (t, content_term(t))
-            if len(self._thumb_cache) > 50_000:
-                self._thumb_cache.clear()
-            self._thumb_cache[key] = hit
+            if len(_THUMB_CACHE) > 50_000:
+                _THUMB_CACHE.clear()
+            _THUMB_CACHE[key] = hit
         return hit
 
     def _score_one(self, req: ScoreRequest) -> tuple[np.ndarray, float, bool]:

@@ -1,0 +1,118 @@
+"""Run the full default audit matrix on simulated judges, many seeds, without pytest in the loop.
+
+The images are real: 64 crops per dataset cut from the embedded samples (crop corners drawn from a
+fixed seed), corrupted once by the real corruption engine. Each seeded run scores every request
+with a fresh ``SimulatedJudge`` and evaluates every cell through the same ``evaluate_cell`` the
+audit uses, with the same Bonferroni family as a real run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from miqa_checks.corruptions import apply, parse_condition
+from miqa_checks.data import load_all
+from miqa_checks.evaluate import evaluate_cell
+from miqa_checks.judges import JudgeSettings
+from miqa_checks.judges.simulated import SimulatedJudge
+from miqa_checks.matrix import CLEAN, Cell, RequestSpec, family_sizes, plan_cells
+from miqa_checks.profiles import DEFAULT
+from miqa_checks.prompts import build_prompt
+from miqa_checks.records import RequestMeta, ScoreRequest
+
+DATASETS = ("samples_ct", "samples_mr", "samples_us", "samples_fundus", "samples_microscopy")
+CROP = 96
+
+
+@dataclass(frozen=True)
+class Image:
+    dataset: str
+    modality: str
+    image_id: str
+    pixels: np.ndarray
+
+
+@lru_cache(maxsize=4)
+def validation_images(n_images: int = 64) -> tuple[Image, ...]:
+    """``n_images`` real crops (CROP x CROP) per dataset, cut from the embedded samples."""
+    rng = np.random.default_rng(20260101)
+    out = []
+    for dataset in load_all(["samples"], max_images=None, seed=0):
+        if dataset.name not in DATASETS:
+            continue
+        sources = [r.image for r in dataset.records if min(r.image.shape[:2]) >= CROP]
+        for i in range(n_images):
+            src = sources[i % len(sources)]
+            y = rng.integers(0, src.shape[0] - CROP + 1)
+            x = rng.integers(0, src.shape[1] - CROP + 1)
+            out.append(Image(dataset.name, dataset.modality, f"crop{i:03d}", np.ascontiguousarray(src[y : y + CROP, x : x + CROP])))
+    return tuple(out)
+
+
+class Harness:
+    """Scores the union of every cell's requests once per (spec, seed) and evaluates each cell."""
+
+    def __init__(self, n_images: int = 64, thresholds: dict | None = None) -> None:
+        self.thresholds = dict(thresholds or DEFAULT)
+        self.images = validation_images(n_images)
+        by_dataset: dict[str, list[Image]] = {}
+        for image in self.images:
+            by_dataset.setdefault(image.dataset, []).append(image)
+        self.image_ids = {d: [i.image_id for i in imgs] for d, imgs in by_dataset.items()}
+        self.datasets = [(d, imgs[0].modality) for d, imgs in by_dataset.items()]
+        template = plan_cells(["sim-robust"], self.datasets, with_baseline=False)
+        specs: dict[RequestSpec, bool] = {}
+        for cell in template:
+            for spec in cell.requests():
+                plain = RequestSpec(spec.condition, spec.prompt_id, spec.repeat)
+                specs[plain] = specs.get(plain, False) or spec.embed
+        self.requests: list[ScoreRequest] = []
+        self.index: dict[tuple[str, str, RequestSpec], int] = {}
+        for image in self.images:
+            for spec, embed in specs.items():
+                pixels = image.pixels
+                if spec.condition != CLEAN:
+                    name, severity = parse_condition(spec.condition)
+                    pixels = apply(pixels, name, severity, seed=0)
+                self.index[(image.dataset, image.image_id, spec)] = len(self.requests)
+                self.requests.append(
+                    ScoreRequest(
+                        image=pixels,
+                        prompt=build_prompt(image.modality, spec.prompt_id),
+                        meta=RequestMeta(image.dataset, image.modality, image.image_id, spec.condition, spec.prompt_id, spec.repeat),
+                        embed=embed,
+                    )
+                )
+
+    def run(self, spec: str, seed: int) -> dict[str, str]:
+        """One seeded audit of ``spec``: cell test id (model part left out) -> outcome."""
+        judge = SimulatedJudge(spec, JudgeSettings(seed=seed))
+        results = judge.score(self.requests)
+        cells = plan_cells([spec], self.datasets, with_baseline=False)
+        family = family_sizes(cells)[spec]
+        outcomes = {}
+        for cell in cells:
+            def lookup(rs: RequestSpec, image_id: str, cell: Cell = cell):
+                i = self.index.get((cell.dataset, image_id, RequestSpec(rs.condition, rs.prompt_id, rs.repeat)))
+                return None if i is None else results[i]
+
+            verdict = evaluate_cell(
+                cell, self.image_ids[cell.dataset], lookup, self.thresholds, family_size=family, seed=seed
+            ).verdict
+            outcomes[f"{cell.property}[{cell.param_id.removeprefix(cell.label + '-')}]"] = verdict.outcome
+        return outcomes
+
+
+def failure_rates(harness: Harness, spec: str, seeds: range) -> tuple[Counter, int, list[dict[str, str]]]:
+    """Per cell: in how many seeded runs it failed; plus the run count and every run's outcomes."""
+    failed: Counter = Counter()
+    runs = []
+    for seed in seeds:
+        outcomes = harness.run(spec, seed)
+        runs.append(outcomes)
+        failed.update(k for k, v in outcomes.items() if v == "fail")
+    return failed, len(runs), runs
