@@ -7,8 +7,6 @@ the statistics load inside session fixtures, only when an audit test runs.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from .config import Settings, resolve_settings
 from .errors import MiqaUsageError
-from .matrix import BASELINE_PROPERTIES, PROPERTIES, Cell, family_sizes, model_label, plan_cells
+from .matrix import BASELINE_PROPERTIES, PROPERTIES, Cell, family_sizes, plan_cells
 
 STATE = pytest.StashKey["MiqaState"]()
 ROW = pytest.StashKey[dict]()
@@ -93,7 +91,8 @@ class MiqaState:
         from .report import format_terminal_summary
 
         terminalreporter.section("miqa-checks summary")
-        for line in format_terminal_summary(list(self.cell_rows.values())):
+        width = max(100, terminalreporter._tw.fullwidth)
+        for line in format_terminal_summary(list(self.cell_rows.values()), width=width):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"reports written to {self.settings.report_dir}/")
 

@@ -351,18 +351,18 @@ def format_terminal_summary(cells: list[dict], *, max_lines: int = 20, width: in
     if room < 1:
         return lines[:max_lines]
     shown = bad[:room] if len(bad) <= room else bad[: room - 1]
-    tail = 7 + 1 + 18 + 1 + 8 + 1 + 12  # delta ci thr verdict columns
+    tail = 7 + 1 + 18 + 1 + 18 + 1 + 12  # delta ci thr verdict columns
     tw = max(width - tail - 4, 16)
-    add(f"{'worst cells':<{tw}}  {'delta':>7} {'CI':>18} {'thresh':>8} {'verdict':<12}")
+    add(f"{'worst cells':<{tw}}  {'delta':>7} {'CI':>18} {'threshold':<18} {'verdict':<12}")
     for c in shown:
         tid = _text(c.get("test_id")) or f"{c.get('property')}[{c.get('model')}-{c.get('condition')}]"
         tid = scrub(tid)
         if len(tid) > tw:  # keep both ends: the property name and the parametrisation
             tail = (tw - 1) // 2
             tid = tid[: tw - 1 - tail] + "~" + tid[-tail:]
-        thr = fmt_num(c.get("threshold"), ".3g")
+        thr = _text(c.get("threshold"))[:18]
         add(f"{tid:<{tw}}  {fmt_pct(c.get('delta_pct')):>7} "
-            f"{fmt_ci(c.get('ci_low'), c.get('ci_high')):>18} {thr:>8} "
+            f"{fmt_ci(c.get('ci_low'), c.get('ci_high')):>18} {thr:<18} "
             f"{_text(c.get('verdict')):<12}".rstrip())
     if len(shown) < len(bad):
         add(f"... {len(bad) - len(shown)} more non-passing cell(s) (see matrix.csv)")
