@@ -1,6 +1,6 @@
 """Time miqa_checks.corruptions against imagecorruptions on the same real images.
 
-    python -m benchmarks.bench_corruptions [--repeats 5] [--json out.json] [--batch]
+    python -m benchmarks.bench_corruptions [--repeats 5] [--json out.json]
 
 Images: the embedded samples (``miqa_checks.data.load_all(["samples"])``), else
 skimage's camera (grey) and astronaut / retina (RGB) at 224 x 224. Images with a side
@@ -58,7 +58,7 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run(images: Sequence[np.ndarray], repeats: int = 5, batch: bool = False) -> list[dict]:
+def run(images: Sequence[np.ndarray], repeats: int = 5) -> list[dict]:
     """One row per corruption: {corruption, ours_s, reference_s, ratio, ratio_min, ratio_max}."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -67,11 +67,8 @@ def run(images: Sequence[np.ndarray], repeats: int = 5, batch: bool = False) -> 
 
     def ours(name: str) -> None:
         for sev in corruptions.SEVERITIES:
-            if batch:
-                corruptions.apply_batch(images, name, sev)
-            else:
-                for im in images:
-                    corruptions.apply(im, name, sev)
+            for im in images:
+                corruptions.apply(im, name, sev)
 
     def reference(name: str) -> None:
         ref_name = REF_NAMES.get(name, name)
@@ -119,11 +116,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per corruption (default 5)")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
-    parser.add_argument("--batch", action="store_true", help="time apply_batch (per severity) instead of apply")
     args = parser.parse_args(argv)
     images, described = load_images()
-    print(f"images: {described}; ours via {'apply_batch' if args.batch else 'apply'}; repeats: {args.repeats}")
-    rows = run(images, repeats=args.repeats, batch=args.batch)
+    print(f"images: {described}; repeats: {args.repeats}")
+    rows = run(images, repeats=args.repeats)
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
