@@ -129,7 +129,7 @@ def test_config_file_sets_thresholds_and_command_line_wins(tmp_path):
 
 def test_upgrade_gate_with_a_baseline(tmp_path):
     """Same per-image base, a little more noise: agrees; other seed: disagrees; planted pixelation: less stable."""
-    common = ("--miqa-max-images", "12", "-k", "samples_mr")
+    common = ("--miqa-max-images", "37", "-k", "samples_mr")  # all 37 MR samples: agreement is per image
     base = run_audit(tmp_path, "--miqa-model", "sim-robust", *common, report="base")
     gate = ("--miqa-baseline", str(base.report_dir / "scores.csv"), *common[:-1], "baseline and samples_mr")
 
