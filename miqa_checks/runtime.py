@@ -25,7 +25,9 @@ from .evaluate import evaluate_cell
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
 from .report import junit_properties, read_scores_csv, write_reports
-from .safe_io import atomic_write_text, scrub
+from .published import COLUMNS as PUBLISHED_COLUMNS
+from .published import published_table
+from .safe_io import atomic_write_text, scrub, write_csv
 
 if TYPE_CHECKING:
     from .plugin import MiqaState
@@ -221,14 +223,16 @@ def finish_session(state: "MiqaState", *, interrupted: bool) -> None:
         "requests_used": sum(p["used"] for p in parts),
     }
     report_dir = settings.report_dir
+    score_rows = sorted(scores.values(), key=lambda r: (r["model"], r["dataset"], r["image_id"], r["condition"], r["prompt_id"]))
     write_reports(
         report_dir,
         cells=cells,
-        scores=sorted(scores.values(), key=lambda r: (r["model"], r["dataset"], r["image_id"], r["condition"], r["prompt_id"])),
+        scores=score_rows,
         displacements=sorted(state.displacements, key=lambda d: (d["model"], d["dataset"], d["corruption"], d["severity"])),
         errors=sorted(errors.values(), key=lambda e: (e["model"], e["dataset"], e["file_or_image"], e["reason"])),
         run_info=run_info,
         interrupted=interrupted,
     )
+    write_csv(report_dir / "published.csv", PUBLISHED_COLUMNS, published_table(score_rows))
     write_junit(report_dir / "junit.xml", state.cases, scrub=scrub)
     shutil.rmtree(state.parts_dir, ignore_errors=True)

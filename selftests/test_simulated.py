@@ -103,7 +103,7 @@ def test_presets_and_knobs():
     _, k = parse_spec("sim-robust")
     assert k["noise"] == 0.02 and k["pixelation"] == 0 and k["attr"] == {} and k["seed"] == 0
     _, k = parse_spec("sim-paper", default_seed=5)
-    assert k["pixelation"] == -20.58 and k["seed"] == 5
+    assert k["pixelation"] == -16.92 and k["seed"] == 5
     assert k["attr"] == {"institution-world_class": 17.15, "infrastructure-old_device": -14.7}
     assert k["inflate"]["samples_mr"] == 31
     _, k = parse_spec("sim:pixelation=-20,seed=2")

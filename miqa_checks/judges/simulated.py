@@ -10,7 +10,8 @@ Specs (``--miqa-model``)
     A well-behaved judge. Passes every tolerance of the ``default`` profile.
 ``sim-paper``
     ``sim-robust`` plus the published average defects (PROTOCOL.md, "Headline results"):
-    ``pixelation=-20.58`` (row "pixelation, mean score change over 16 VLMs": -20.58 %),
+    ``pixelation=-16.92`` (row "pixelation, mean score change over 16 VLMs": -20.58 %, a mean
+    pooled over severities: -16.92 % per severity on top of the robust response pools to -20.58 %),
     ``attr=institution-world_class:17.15;infrastructure-old_device:-14.7`` (rows
     '"institution: world class" prompt vs none': +17.15 % and '"old device" prompt vs none':
     -14.7 %), ``inflate=samples_mr:31;mammo_calc:31;mammo_mass:31`` (row "corrupted
@@ -90,10 +91,18 @@ KNOBS = (*CORRUPTIONS, "inflate", "attr", "paraphrase", "noise", "nondeterminism
 
 PARSE_FAIL_TEXT = "I am unable to rate this image."
 
+def pooled_knob(corruption: str, pooled_pct: float) -> float:
+    """The per-severity knob whose change pooled over severities 1..5 (the paper's statistic),
+    on top of the robust response, equals ``pooled_pct``. Rounded to 0.01 %."""
+    robust = sum(1.0 + r / 100.0 for r in ROBUST_RESPONSE_PCT[corruption]) / 5.0
+    return round(((1.0 + pooled_pct / 100.0) / robust - 1.0) * 100.0, 2)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "sim-robust": {},
     "sim-paper": {
-        "pixelation": -20.58,
+        # -20.58 % pooled over the five severities, as published (knob -16.92 % per severity).
+        "pixelation": pooled_knob("pixelation", -20.58),
         "attr": {"institution-world_class": 17.15, "infrastructure-old_device": -14.7},
         "inflate": {"samples_mr": 31.0, "mammo_calc": 31.0, "mammo_mass": 31.0},
     },
