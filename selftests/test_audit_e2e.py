@@ -35,7 +35,7 @@ def sim_audit(tmp_path_factory):
 
 def test_reports_follow_the_contract(sim_audit):
     files = {p.name for p in sim_audit.report_dir.iterdir()}
-    assert {"junit.xml", "matrix.csv", "scores.csv", "summary.html", "run.json"} <= files, sim_audit.output[-3000:]
+    assert {"junit.xml", "matrix.csv", "scores.csv", "summary.html", "run.json", "published.csv", "errors.csv"} <= files, sim_audit.output[-3000:]
     assert list(sim_audit.matrix[0])[: len(MATRIX_COLUMNS)] == MATRIX_COLUMNS
     assert list(sim_audit.scores[0])[: len(SCORES_COLUMNS)] == SCORES_COLUMNS
     assert {r["verdict"] for r in sim_audit.matrix} <= {"pass", "fail", "inconclusive", "error"}
