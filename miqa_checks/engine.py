@@ -26,7 +26,7 @@ from .cache import ResultStore
 from .config import Settings
 from .errors import JudgeError
 from .matrix import CLEAN, Cell, RequestSpec, model_label
-from .prompts import build_prompt
+from .prompts import MEDGEMMA_SYSTEM_PROMPT, build_prompt
 from .records import ImageRecord, RequestMeta, ScoreRequest, ScoreResult
 
 #: A worker whose heartbeat is older than this is presumed dead; its keys are computed by others.
@@ -124,13 +124,21 @@ class Engine:
                     device=t.device,
                     batch_size=t.batch_size,
                     max_new_tokens=t["max_new_tokens"],
-                    system_prompt=t["system_prompt"] or None,
+                    system_prompt=self.system_prompt(model),
                     trust_remote_code=t.trust_remote_code,
                     home=(t.cache_dir or Path(".miqa_cache")),
                     seed=t.seed,
                 ),
             )
         return self._judges[model]
+
+    def system_prompt(self, model: str) -> str | None:
+        """The profile's system prompt; under ``paper``, MedGemma gets the published one."""
+        if self.settings["system_prompt"]:
+            return self.settings["system_prompt"]
+        if self.settings.profile == "paper" and "medgemma" in model.lower():
+            return MEDGEMMA_SYSTEM_PROMPT
+        return None
 
     def identity(self, model: str) -> str | None:
         """The judge's identity, or None when it cannot be loaded (the reason goes to ``errors``)."""
@@ -174,7 +182,7 @@ class Engine:
                 "condition": spec.condition,
                 "condition_params": self._condition_params(dataset, spec.condition),
                 "prompt": build_prompt(modality, spec.prompt_id),
-                "system": self.settings["system_prompt"],
+                "system": self.system_prompt(model),
                 "max_new_tokens": self.settings["max_new_tokens"],
                 "repeat": spec.repeat,
             }
@@ -250,7 +258,7 @@ class Engine:
             image=image,
             prompt=build_prompt(record.modality, item.spec.prompt_id),
             meta=RequestMeta(item.dataset, record.modality, item.image_id, item.spec.condition, item.spec.prompt_id, item.spec.repeat),
-            system_prompt=self.settings["system_prompt"] or None,
+            system_prompt=self.system_prompt(item.model),
             embed=item.spec.embed,
         )
 
