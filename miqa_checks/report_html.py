@@ -105,7 +105,7 @@ def render_summary(*, cells: list[dict], scores: list[dict], displacements: list
     if worst:
         rows = [[_e(c.get("test_id")), _e(c.get("model")), _e(c.get("dataset")),
                  _e(fmt_pct(c.get("delta_pct"))), _e(fmt_ci(c.get("ci_low"), c.get("ci_high"))),
-                 _e(fmt_num(c.get("threshold"))), _e(fmt_num(c.get("n"), "g")),
+                 _e(c.get("threshold") or ""), _e(fmt_num(c.get("n"), "g")),
                  _verdict(c.get("verdict")),
                  f'<span class="reason">{_e(c.get("reason"))}</span>']
                 for c in worst]
