@@ -173,8 +173,11 @@ def miqa_engine(request: pytest.FixtureRequest):
     engine = build_engine(state, request.config)
     state.engine = engine
     capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        engine.prepare(selected)
+    try:
+        with capture.global_and_fixture_disabled():
+            engine.prepare(selected)
+    except MiqaUsageError as exc:  # e.g. a data source with no readable image: stop, say why
+        pytest.exit(f"miqa: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     yield engine
     # closed in pytest_sessionfinish, after its results are written
 

@@ -146,3 +146,12 @@ def test_upgrade_gate_with_a_baseline(tmp_path):
     worse = verdicts("sim:pixelation=-30", "worse")
     assert worse["test_baseline_noninferiority[pixelation]"] == "fail"
     assert [k for k, v in worse.items() if v == "fail"] == ["test_baseline_noninferiority[pixelation]"]
+
+
+def test_a_source_with_no_readable_image_is_a_usage_error_naming_it(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "a.png").write_text("not an image")
+    run = run_audit(tmp_path, "--miqa-model", "sim-robust", "--miqa-data", str(folder))
+    assert run.returncode == 4, run.output[-2000:]
+    assert "scans" in run.output and "a.png" in run.output and "no readable image" in run.output
