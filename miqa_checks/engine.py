@@ -297,10 +297,28 @@ class Engine:
                 self._judge_failed(model, str(exc))
                 results = [ScoreResult.failed(method, str(exc)) for _ in requests]
             except Exception as exc:  # noqa: BLE001 - a judge bug must not end the audit; it is recorded
-                results = [ScoreResult.failed(method, f"{type(exc).__name__}: {exc}") for _ in requests]
+                results = self._score_alone(model, requests, exc)
             done += list(zip(ready, results))
         self.store.put_many((item.key, result) for item, result in done)
         self._results.update({item.key: result for item, result in done})
+
+    def _score_alone(self, model: str, requests: list[ScoreRequest], exc: Exception) -> list[ScoreResult]:
+        """After a batch raised: score each request on its own, so only the failing items fail."""
+        method = self.settings["scoring"]
+        if len(requests) == 1:
+            return [ScoreResult.failed(method, f"{type(exc).__name__}: {exc}")]
+        results = []
+        for request in requests:
+            try:
+                (result,) = self.judge(model).score([request])
+                self.inferred += 1
+            except JudgeError as err:
+                self._judge_failed(model, str(err))
+                result = ScoreResult.failed(method, str(err))
+            except Exception as err:  # noqa: BLE001
+                result = ScoreResult.failed(method, f"{type(err).__name__}: {err}")
+            results.append(result)
+        return results
 
     # ---------------------------------------------------------------- serving results
     def lookup_for(self, cell: Cell) -> Callable[[RequestSpec, str], ScoreResult | None]:
