@@ -379,6 +379,25 @@ class Engine:
             )
         return rows
 
+    def result_errors(self) -> list[dict[str, str]]:
+        """Error records for the used requests that failed (``stage`` score) or whose answer did not
+        parse (``stage`` parse), built from the results served, so a rerun that reads them from the
+        store reports the same records as the run that computed them."""
+        out = []
+        for key, item in self.used.items():
+            result = self._results.get(key)
+            if result is None:
+                continue
+            if result.error:
+                stage, reason = "score", result.error
+            elif not result.parse_ok:
+                stage, reason = "parse", f"unparseable answer: {result.raw_text[:120]!r}"
+            else:
+                continue
+            where = f"{item.image_id} [{item.spec.condition}, {item.spec.prompt_id}{', repeat' if item.spec.repeat else ''}]"
+            out.append({"model": model_label(item.model), "dataset": item.dataset, "file_or_image": where, "stage": stage, "reason": reason})
+        return out
+
     def provenance(self) -> dict[str, Any]:
         """Per model: identity and the judge's own provenance (only for judges that loaded)."""
         out = {}

@@ -158,7 +158,7 @@ def _write_part(state: "MiqaState") -> None:
     part = {
         "worker": _worker()[0],
         "scores": engine.score_rows(),
-        "errors": engine.errors,
+        "errors": engine.errors + engine.result_errors(),
         "provenance": engine.provenance(),
         "inferred": engine.inferred,
         "used": len(engine.used),
