@@ -192,11 +192,11 @@ def _scrub_cached(text: str, secrets: tuple[str, ...]) -> str:
 
 # --------------------------------------------------------------------------- CSV cells
 
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n")
 # Escaped iff (any number of quotes) + dangerous char, so that escape/unescape is a bijection
 # (a genuine "'=x" is written "''=x" and read back as "'=x").
-_NEEDS_ESCAPE = re.compile(r"^'*[=+\-@\t\r]")
-_IS_ESCAPED = re.compile(r"^'+[=+\-@\t\r]")
+_NEEDS_ESCAPE = re.compile(r"^'*[=+\-@\t\r\n]")
+_IS_ESCAPED = re.compile(r"^'+[=+\-@\t\r\n]")
 
 
 def escape_cell(s: str) -> str:
@@ -250,7 +250,9 @@ def format_cell(value: Any, *, scrub_strings: bool = True,
             return format_float(float(value))
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    text = str(value).replace("\x00", "")
+    # NUL dropped; a bare CR becomes LF: csv quotes only cells holding the line terminator (LF), so
+    # an unquoted CR in a model's raw text would split the row for every reader
+    text = str(value).replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     if scrub_strings:
         text = scrub(text, secrets=secrets)
     return escape_cell(text)
