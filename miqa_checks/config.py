@@ -6,6 +6,7 @@ where it came from, and what it accepts. Nothing here imports numpy or torch.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ def _number(lo: float | None = None, hi: float | None = None, integer: bool = Fa
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ValueError(f"expected a value in [{lo}, {hi}], got {value!r}")
         return int(value) if integer else float(value)
@@ -181,6 +184,8 @@ def read_toml_table(path: Path, table: tuple[str, ...] = ()) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise MiqaUsageError(f"--miqa-config: file not found: {path}") from exc
+    except OSError as exc:  # a folder, no permission, ...
+        raise MiqaUsageError(f"--miqa-config: cannot read {path}: {exc.strerror or exc}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MiqaUsageError(f"{path.name}: not valid TOML: {exc}") from exc
     for name in table:
@@ -213,7 +218,11 @@ def resolve_settings(
         layers.append(("pyproject.toml [tool.miqa]", _validate(read_toml_table(pyproject, ("tool", "miqa")), "pyproject.toml [tool.miqa]")))
     if config_file is not None:
         layer = read_toml_table(config_file)
-        layer = layer.get("tool", {}).get("miqa", layer) if "tool" in layer else layer
+        if "tool" in layer:
+            tool = layer["tool"]
+            if not isinstance(tool, dict) or not isinstance(tool.get("miqa", {}), dict):
+                raise MiqaUsageError(f"{config_file.name}: [tool] and [tool.miqa] must be tables")
+            layer = tool.get("miqa", layer)
         layers.append((f"--miqa-config {config_file.name}", _validate(layer, config_file.name)))
     layers.append(("command line", _validate({k: v for k, v in cli.items() if v is not None}, "command line")))
 
