@@ -130,3 +130,18 @@ def test_one_key_at_a_time(key, value, where):
         return
     path = _write(("[tool.miqa]\n" if where == "tool" else "") + f"{json.dumps(key)} = {_toml_value(value)}\n")
     _assert_contract(lambda: resolve_settings({}, config_file=path), {key, path.name})
+
+
+@pytest.mark.parametrize("toml, named", [
+    ("alpha = nan\n", "alpha"), ("tool = 3\n", "tool"), ("[tool.miqa]\nstability_tolerance_pct = [1, 2]\n", "stability_tolerance_pct"),
+    ("max_images = 1e3\n", "max_images"),
+])
+def test_bad_config_stops_the_audit_before_any_model_loads(tmp_path, toml, named):
+    from audit_runner import run_audit
+
+    config = tmp_path / "miqa.toml"
+    config.write_text(toml)
+    run = run_audit(tmp_path, "--miqa-config", str(config), "--miqa-model", "tiny-llava")
+    assert run.returncode == 4, run.output[-2000:]  # pytest usage error
+    assert named in run.output and ("expected" in run.output or "table" in run.output)
+    assert not (tmp_path / "cache").exists()  # nothing loaded, nothing stored

@@ -37,6 +37,8 @@ def _check_resumed(trial, reference) -> None:
     ref, ref_state = reference
     at_kill, rerun, after = trial.stored_at_kill, trial.rerun, trial.after
     context = f"seed {trial.seed}, kill after {trial.delay_s:.2f} s, {at_kill.rows} rows stored at the kill"
+    print(f"\nKILL-TRIAL seed={trial.seed} delay_s={trial.delay_s:.2f} stored_at_kill={at_kill.rows}/{ref_state.rows} "
+          f"recomputed={rerun.run_info['requests_inferred']} exit_of_killed_run={trial.killed_exit}")
     assert at_kill.integrity_ok and at_kill.rows == at_kill.distinct_keys, context
     assert rerun.returncode == ref.returncode, context + rerun.output[-3000:]
     # only what the store lacked at the kill (the batches in flight and those not started) is recomputed

@@ -95,6 +95,9 @@ def test_served_model_faults_through_the_audit(tmp_path, server):
     assert run.run_info["interrupted"] is False
     assert f"Bearer {FAKE_KEY}" in auth  # the key was really used
     faults = [s.fault for s in seen if s.fault]
+    from collections import Counter
+
+    print(f"\nSERVED-FAULTS requests={len(seen)} injected={dict(Counter(faults))} permanent={sorted(plan.permanent.values())}")
     assert set(faults) >= {*PERMANENT, "strip_logprobs"}, faults
     # bounded retries: a permanent fault is tried MIQA_OPENAI_RETRIES = 2 times in all, a 400 once
     for index, kind in plan.permanent.items():
