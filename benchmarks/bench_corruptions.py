@@ -94,6 +94,8 @@ def run(images: Sequence[np.ndarray], repeats: int = 5) -> list[dict]:
                 "ratio": med_r / med_o,
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
+                "ours_s_all": t_ours,
+                "reference_s_all": t_ref,
             }
         )
     return rows

@@ -68,6 +68,35 @@ def auto_batch_size(device: str) -> int:
     return AUTO_BATCH_GPU if device.startswith("cuda") else AUTO_BATCH_CPU
 
 
+#: below this many parameters a CPU forward pass is a stream of tiny ops: one intra-op thread is
+#: fastest, and more threads stall at every OpenMP barrier on a shared or oversubscribed CPU
+#: (measured 3-11x slower on a busy 2-core machine for the tiny checkpoints: benchmarks/README.md)
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def limit_cpu_threads(n_params: int) -> int | None:
+    """Set torch's intra-op thread count for CPU scoring; the count set, or None when left alone.
+
+    One thread for a small model (``n_params`` < ``SMALL_MODEL_PARAMS``); under pytest-xdist, the
+    CPU's cores shared among the workers for a larger one. Left alone when the user chose
+    (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set) and outside xdist for a large model.
+    """
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return None
+    if n_params < SMALL_MODEL_PARAMS:
+        n = 1
+    else:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        if workers <= 1:
+            return None
+        n = max(1, (os.cpu_count() or 1) // workers)
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def oom_exceptions() -> tuple[type[BaseException], ...]:
     """The narrow set of exceptions treated as out-of-memory (halve the batch and retry)."""
     import torch

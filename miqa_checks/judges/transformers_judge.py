@@ -108,6 +108,7 @@ class TransformersJudge(Judge):
         self._level_ids: list[list[int]] | None = None
         self._batch_size: int | None = settings.batch_size
         self._image_token_id: int | None = None
+        self._keeps_logits = False
         #: test hook: called with the batch length before each forward; True -> simulated OOM
         self._simulate_oom: Callable[[int], bool] | None = None
 
@@ -286,6 +287,10 @@ class TransformersJudge(Judge):
             raise JudgeError(f"model {name!r} could not be loaded: {type(exc).__name__}: {msg}") from None
         model.to(self._device)
         model.eval()
+        if self._device == "cpu":
+            from .devices import limit_cpu_threads
+
+            limit_cpu_threads(sum(p.numel() for p in model.parameters()))
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None:
             raise JudgeError(f"model {name!r}: its processor has no tokenizer")
@@ -298,6 +303,9 @@ class TransformersJudge(Judge):
             raise JudgeError(f"model {name!r}: the checkpoint has no chat template (chat_template.jinja)")
         self._processor = processor
         self._model = model
+        import inspect
+
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._level_ids = self._find_level_ids(tokenizer)
         config = model.config
         for attr in ("image_token_id", "image_token_index"):
@@ -438,7 +446,10 @@ class TransformersJudge(Judge):
             from .devices import SimulatedOOM
 
             raise SimulatedOOM("simulated CUDA out of memory")
-        return self._model(**inputs, output_hidden_states=hidden, return_dict=True)
+        # every caller reads the last position's logits or the hidden states only: skip the
+        # other positions' LM-head product (B x T x vocab) where the model supports it
+        extra = {"logits_to_keep": 1} if self._keeps_logits else {}
+        return self._model(**inputs, output_hidden_states=hidden, return_dict=True, **extra)
 
     def _run_batch(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         import torch

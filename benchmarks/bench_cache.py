@@ -1,0 +1,90 @@
+"""Result store: ``pytest -k pixelation`` cold against warm (everything stored).
+
+    python -m benchmarks.bench_cache [--repeats 3] [--json out.json] [-- extra pytest args]
+
+Each repeat: a fresh store; the cold run (``pytest tests -k pixelation``, default models
+``tiny-llava`` and ``sim-paper``, ``samples``) computes and stores every request; the warm run,
+same command and store, must find everything stored. Both run in subprocesses with the
+benchmark probe plugin (``benchmarks/probe.py``).
+
+Proof of "no model load when warm": the warm run's ``run.json`` says ``requests_inferred == 0``
+and the probe counted no ``TransformersJudge._load`` that loaded weights (``model_loads == 0``,
+also on every xdist worker). Whether torch was imported at all in the warm run is in the note
+(the judge identity needs the device and dtype, which asks torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from .common import check_ran, make_row, run_json, tempdir, timed_pytest
+
+GOAL_RATIO = 10.0
+CMD = ["tests", "-k", "pixelation", "--miqa-data", "samples", "-q"]
+
+
+def measure(repeats: int, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    pairs = []
+    for _ in range(repeats):
+        tmp = tempdir("cache")
+        try:
+            pair = {}
+            for phase in ("cold", "warm"):
+                res = timed_pytest([*CMD, "--miqa-cache", str(tmp / "cache"), "--miqa-report-dir", str(tmp / phase), *extra],
+                                   probe=tmp / f"probe-{phase}")
+                check_ran(res, f"cache {phase}")
+                res["run"] = run_json(tmp / phase)
+                pair[phase] = res
+            pairs.append(pair)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return pairs
+
+
+def rows_from(pairs: Sequence[dict[str, Any]]) -> list[dict]:
+    cold = [p["cold"]["wall_s"] for p in pairs]
+    warm = [p["warm"]["wall_s"] for p in pairs]
+    warm_inferred = [p["warm"]["run"]["requests_inferred"] for p in pairs]
+    warm_loads = [sum(x["model_loads"] for x in p["warm"]["probe"]) for p in pairs]
+    cold_inferred = [p["cold"]["run"]["requests_inferred"] for p in pairs]
+    torch_warm = any(x["torch_at_end"] for p in pairs for x in p["warm"]["probe"])
+    no_load = all(n == 0 for n in warm_inferred) and all(n == 0 for n in warm_loads)
+    row = make_row(
+        "cache", "-k pixelation: cold vs warm", baseline="cold (empty store)", candidate="warm (all stored)",
+        baseline_s=cold, candidate_s=warm, values=[c / w for c, w in zip(cold, warm)], goal_op=">=", goal_value=GOAL_RATIO,
+        note=f"cold inferred {cold_inferred[0]} requests; warm: requests_inferred {warm_inferred}, model loads {warm_loads}; "
+        f"torch imported when warm: {'yes' if torch_warm else 'no'}",
+    )
+    proof = make_row(
+        "cache", "warm run loads no model", baseline="-", candidate="requests_inferred == 0 and no model load",
+        baseline_s=None, candidate_s=None, values=[1.0 if no_load else 0.0], unit="bool", goal_op=">=", goal_value=1.0,
+        note="run.json requests_inferred and the probe's TransformersJudge._load counter, every process",
+    )
+    return [row, proof]
+
+
+def run(repeats: int = 3, extra: Sequence[str] = ()) -> list[dict]:
+    return rows_from(measure(repeats, extra))
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    from .report import format_markdown
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("extra", nargs="*", help="extra pytest arguments")
+    args = parser.parse_args(argv)
+    rows = run(args.repeats, args.extra)
+    print(format_markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Run every benchmark and write ``reports/bench.json`` and ``reports/bench.md``.
+
+    python -m benchmarks.run_all [--quick] [--only corruptions,scoring,...] [--out reports]
+
+Benchmarks (one module each; every row is a ratio or share measured side by side in the same run,
+median over repeats with min and max):
+
+1. ``corruptions``  ours vs imagecorruptions per corruption (goal >= 5x at the median, none slower)
+2. ``scoring``      ``expected`` vs ``generate`` (8 and 200 new tokens), batched vs batch-of-one, per tiny checkpoint
+3. ``overhead``     share of a cold full-matrix tiny-llava audit spent outside the model calls (goal < 25 %)
+4. ``cache``        ``-k pixelation`` cold vs warm (goal >= 10x, no model load when warm)
+5. ``xdist``        ``-n 2`` vs one process on the audit (goal >= 1.5x)
+6. ``collection``   16 models x 7 datasets ``--collect-only`` vs plain pytest (goal <= 2x, no torch)
++  ``gpu``          ``benchmarks/gpu_throughput.py``: on a CUDA machine the real measurement (minutes),
+                    else its ``--smoke`` mode on the CPU (checks the script; no goal row)
+
+``--quick`` shrinks everything (one repeat, few images, ``--miqa-max-images 4``, 2 x 7 collection,
+one tiny checkpoint): it checks the harness end to end in about a minute; its numbers mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .common import REPO, make_row
+
+ALL = ("corruptions", "scoring", "overhead", "cache", "xdist", "collection", "gpu")
+
+
+def _corruptions(quick: bool) -> list[dict]:
+    from . import bench_corruptions
+
+    images, described = bench_corruptions.load_images()
+    if quick:
+        images = images[::12][:6]
+    raw = bench_corruptions.run(images, repeats=1 if quick else 5)
+    rows = []
+    for r in raw:
+        t_o, t_r = r["ours_s_all"], r["reference_s_all"]
+        rows.append(make_row("corruptions", r["corruption"], baseline="imagecorruptions", candidate="miqa_checks.corruptions",
+                             baseline_s=t_r, candidate_s=t_o, values=[b / a for a, b in zip(t_o, t_r)],
+                             goal_op=">=", goal_value=1.0, note="goal per corruption: none slower (>= 1x)"))
+    ratios = [r["value"] for r in rows]
+    import statistics
+
+    per_repeat = [statistics.median(vs) for vs in zip(*[[b / a for a, b in zip(r["ours_s_all"], r["reference_s_all"])] for r in raw])]
+    rows.append(make_row("corruptions", "median over the 7 corruptions", baseline="imagecorruptions",
+                         candidate="miqa_checks.corruptions", baseline_s=None, candidate_s=None, values=per_repeat,
+                         goal_op=">=", goal_value=5.0,
+                         note=f"{described}; 5 severities each; lowest corruption ratio {min(ratios):.2f}x"))
+    return rows
+
+
+def _scoring(quick: bool) -> list[dict]:
+    from . import bench_scoring
+
+    if quick:
+        return bench_scoring.run(["tiny-llava"], repeats=1, images=4, batch=4, caps=(8, 200))
+    return bench_scoring.run(bench_scoring.TINY, repeats=3, images=16, batch=16)
+
+
+QUICK_AUDIT = ["--miqa-max-images", "4"]
+
+
+def _overhead(quick: bool) -> list[dict]:
+    from . import bench_overhead
+
+    return bench_overhead.run(1 if quick else 3, QUICK_AUDIT if quick else ())
+
+
+def _cache(quick: bool) -> list[dict]:
+    from . import bench_cache
+
+    return bench_cache.run(1 if quick else 3, QUICK_AUDIT if quick else ())
+
+
+def _xdist(quick: bool) -> list[dict]:
+    from . import bench_xdist
+
+    return bench_xdist.run(1 if quick else 3, 2, [*QUICK_AUDIT, "-k", "pixelation"] if quick else ())
+
+
+def _collection(quick: bool) -> list[dict]:
+    from . import bench_collection
+
+    return bench_collection.run(1 if quick else 3, 2 if quick else 16)
+
+
+def _gpu(quick: bool) -> list[dict]:
+
+    import torch
+
+    from . import gpu_throughput
+
+    if torch.cuda.is_available() and not quick:
+        out = gpu_throughput.run(smoke=False)
+        rows = []
+        for m in out["models"]:
+            if "fraction_of_bound" not in m:
+                continue
+            rows.append(make_row("gpu", f"{m['model']}: best images/s vs FLOP bound", baseline="FLOP bound",
+                                 candidate=f"expected, batch {m['best']['batch']}", baseline_s=None, candidate_s=None,
+                                 values=[m["fraction_of_bound"]], unit="%", goal_op=">=", goal_value=0.5,
+                                 note=f"{out['device'].get('name')}: {m['best']['images_per_s']:.1f} img/s, bound "
+                                 f"{m['bound_images_per_s']:.1f} img/s; {m['budget']['arithmetic']}"))
+        return rows
+    out = gpu_throughput.run(smoke=True, batch_sizes=(1, 2) if quick else None)
+    rows = []
+    for m in out["models"]:
+        best = m["best"]
+        rows.append(make_row("gpu_smoke", f"{m['model']} (tiny shapes, CPU)", baseline="-", candidate=f"expected, batch {best['batch']}",
+                             baseline_s=None, candidate_s=None, values=[best["images_per_s"]], unit="img/s",
+                             note="no CUDA device here: the script ran end to end on smoke shapes; "
+                             "the GPU goal (>= 50 % of the FLOP bound) needs `python -m benchmarks.gpu_throughput` on a GPU"))
+    return rows
+
+
+RUNNERS: dict[str, Callable[[bool], list[dict]]] = {
+    "corruptions": _corruptions, "scoring": _scoring, "overhead": _overhead, "cache": _cache,
+    "xdist": _xdist, "collection": _collection, "gpu": _gpu,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .report import format_markdown, write
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny configuration: checks the harness, numbers mean little")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--out", type=Path, default=REPO / "reports", help="folder for bench.json and bench.md")
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    for name in chosen:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            rows += RUNNERS[name](args.quick)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' rows
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        print(f"[bench] {name}: {timings[name]} s", file=sys.stderr, flush=True)
+    meta = {
+        "date": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average at start "
+                   f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else platform.machine(),
+        "python": platform.python_version(),
+        "seconds per benchmark": timings,
+    }
+    if failures:
+        meta["failed"] = failures
+    jpath, mpath = write(rows, args.out, meta)
+    print(format_markdown(rows, meta))
+    print(f"wrote {jpath} and {mpath}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
