@@ -27,7 +27,7 @@ from .matrix import Cell, model_label
 from .report import junit_properties, read_scores_csv, write_reports
 from .published import COLUMNS as PUBLISHED_COLUMNS
 from .published import published_table
-from .safe_io import atomic_write_text, scrub, write_csv
+from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, write_csv
 
 if TYPE_CHECKING:
     from .plugin import MiqaState
@@ -223,6 +223,7 @@ def finish_session(state: "MiqaState", *, interrupted: bool) -> None:
         "requests_used": sum(p["used"] for p in parts),
     }
     report_dir = settings.report_dir
+    remove_stale_temp_files(report_dir)
     score_rows = sorted(scores.values(), key=lambda r: (r["model"], r["dataset"], r["image_id"], r["condition"], r["prompt_id"]))
     write_reports(
         report_dir,

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -66,6 +67,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, *, older_than_s: float = 600.0) -> int:
+    """Delete temp files left by writes that were killed mid-way (``.<name>.*.tmp``) and older
+    than ``older_than_s`` (so a concurrent writer's live temp file is never touched).
+    Returns how many were removed."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 _UMASK: list[int] = []

@@ -445,3 +445,21 @@ def test_junit_properties():
                            "ci_high", "threshold", "verdict"]
     assert props["delta_pct"] == "-12.5" and props["ci_low"] == "" and props["n"] == "24"
     assert props["condition"] == "pixelation-3" and props["verdict"] == "fail"
+
+
+def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
+    import os
+    import time
+
+    from miqa_checks.safe_io import remove_stale_temp_files
+
+    stale = tmp_path / ".scores.csv.abc123.tmp"
+    live = tmp_path / ".matrix.csv.def456.tmp"
+    keep = tmp_path / "scores.csv"
+    for f in (stale, live, keep):
+        f.write_text("x")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(keep, (old, old))
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert not stale.exists() and live.exists() and keep.exists()
