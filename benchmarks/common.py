@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -113,9 +114,18 @@ def timed_pytest(
         full_env[PROBE_ENV] = str(probe)
         cmd[3:3] = ["-p", "benchmarks.probe"]
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    # own session: on timeout the whole tree (xdist workers included) is killed, nothing is orphaned
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        timed_out = True
     wall = time.perf_counter() - start
-    out = {"wall_s": wall, "returncode": done.returncode, "tail": (done.stdout + done.stderr)[-3000:]}
+    out = {"wall_s": wall, "returncode": proc.returncode, "tail": (output or "")[-3000:], "timed_out": timed_out}
     if probe is not None:
         out["probe"] = [json.loads(p.read_text()) for p in sorted(probe.glob("*.json"))]
     return out
@@ -123,6 +133,8 @@ def timed_pytest(
 
 def check_ran(result: dict[str, Any], what: str, ok: Sequence[int] = (0, 1)) -> None:
     """pytest exit codes 0 (all passed) and 1 (some tests failed: the audit fails on purpose) are fine."""
+    if result.get("timed_out"):
+        raise RuntimeError(f"{what}: timed out after {result['wall_s']:.0f} s:\n{result['tail']}")
     if result["returncode"] not in ok:
         raise RuntimeError(f"{what}: pytest exited {result['returncode']}:\n{result['tail']}")
 

@@ -85,7 +85,9 @@ def _cache(quick: bool) -> list[dict]:
 def _xdist(quick: bool) -> list[dict]:
     from . import bench_xdist
 
-    return bench_xdist.run(1 if quick else 3, 2, [*QUICK_AUDIT, "-k", "pixelation"] if quick else ())
+    if quick:
+        return bench_xdist.run(1, 2, [*QUICK_AUDIT, "-k", "pixelation"], cold_too=False)
+    return bench_xdist.run(3, 2)
 
 
 def _collection(quick: bool) -> list[dict]:
@@ -136,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny configuration: checks the harness, numbers mean little")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--out", type=Path, default=REPO / "reports", help="folder for bench.json and bench.md")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other benchmarks' rows of an existing bench.json; replace only those run now")
     args = parser.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(chosen) - set(ALL))
@@ -165,6 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if failures:
         meta["failed"] = failures
+    if args.merge and (args.out / "bench.json").is_file():
+        import json
+
+        previous = json.loads((args.out / "bench.json").read_text())
+        rerun = {r["benchmark"] for r in rows} | set(chosen) | ({"gpu_smoke"} if "gpu" in chosen else set())
+        kept = [r for r in previous["rows"] if r["benchmark"] not in rerun]
+        order = {b: i for i, b in enumerate((*ALL, "gpu_smoke"))}
+        rows = sorted(kept + rows, key=lambda r: order.get(r["benchmark"], 99))
+        old_meta = previous.get("meta", {})
+        failed = {k: v for k, v in old_meta.get("failed", {}).items() if k not in chosen} | failures
+        meta = {**{k: v for k, v in old_meta.items() if k != "failed"},
+                "merged": f"{', '.join(chosen)} re-run at {meta['date']}",
+                "seconds per benchmark": {**old_meta.get("seconds per benchmark", {}), **timings}}
+        if failed:
+            meta["failed"] = failed
     jpath, mpath = write(rows, args.out, meta)
     print(format_markdown(rows, meta))
     print(f"wrote {jpath} and {mpath}", file=sys.stderr)
