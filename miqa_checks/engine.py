@@ -81,6 +81,7 @@ class Engine:
         self._items: dict[tuple[str, str, str, RequestSpec], WorkItem] = {}
         self.used: dict[str, WorkItem] = {}
         self.inferred = 0  # requests this process sent to a judge
+        self._waiting_since: dict[str, float] = {}  # peer worker -> when we first found it absent
 
     # ---------------------------------------------------------------- data
     def datasets(self) -> dict[str, Any]:
@@ -325,16 +326,12 @@ class Engine:
         """Make sure the cell's results exist (wait for their owners, else compute), then serve them."""
         items = self.plan([cell])
         missing = self._missing(items)
-        deadline_check = time.monotonic()
         while missing and self.worker_count > 1:
             owners = {f"gw{self._owner(i.key)}" for i in missing} - {self.worker}
-            alive = [w for w in owners if self._alive(w)]
-            if not alive:
+            if not any(self._alive(w) for w in owners):
                 break
             time.sleep(0.5)
             missing = self._missing(missing)
-            if time.monotonic() - deadline_check > 3600:
-                break
         if missing:
             self._compute(missing)
         by_spec = {(i.dataset, i.image_id, RequestSpec(i.spec.condition, i.spec.prompt_id, i.spec.repeat)): i for i in items}
@@ -348,9 +345,11 @@ class Engine:
         return lookup
 
     def _alive(self, worker: str) -> bool:
+        """A peer still computing its share: beating recently, or not started for < STALE_AFTER_S."""
         state = self.store.worker_state(worker)
-        if state is None:
-            return True  # not started yet: its share is still to come
+        if state is None:  # not started yet; a peer that never starts is given up on
+            first_wait = self._waiting_since.setdefault(worker, time.monotonic())
+            return time.monotonic() - first_wait < STALE_AFTER_S
         age, done = state
         return not done and age < STALE_AFTER_S
 
