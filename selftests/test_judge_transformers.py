@@ -423,6 +423,7 @@ def test_device_choice(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.resolve_device("auto") == "cpu"
     assert devices.default_dtype("cpu") == torch.float32
+    assert devices.dtype_label("cpu") == "float32" and devices.dtype_label("cuda:1") == "bfloat16"
     assert devices.auto_batch_size("cpu") == 8
     with pytest.raises(JudgeError):
         devices.resolve_device("cuda")
@@ -433,6 +434,9 @@ def test_device_choice(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(devices, "_no_gpu_driver", lambda: True)
+    assert devices.resolve_device("auto") == "cpu"  # no driver node: CUDA cannot be there
+    monkeypatch.setattr(devices, "_no_gpu_driver", lambda: False)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
     assert devices.resolve_device("auto") == "cuda:1"
     assert devices.resolve_device("cuda") == "cuda:1"

@@ -10,6 +10,7 @@ torch is imported inside the functions only.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 
@@ -30,13 +31,19 @@ def xdist_worker_index() -> int:
     return int(match.group(1)) if match else 0
 
 
+def _no_gpu_driver() -> bool:
+    """True when no NVIDIA (or WSL GPU) device node exists: CUDA cannot be available, so
+    ``auto`` resolves to the CPU without importing torch (keeps warm, fully cached runs light)."""
+    return not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg") or glob.glob("/dev/nvidia[0-9]*"))
+
+
 def resolve_device(spec: str) -> str:
     """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` -> a concrete torch device string."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "cpu" or (spec == "auto" and _no_gpu_driver()):
+        return "cpu"
     import torch
 
-    spec = (spec or "auto").strip().lower()
-    if spec == "cpu":
-        return "cpu"
     if spec in ("auto", "cuda"):
         if not torch.cuda.is_available():
             if spec == "cuda":
@@ -60,8 +67,9 @@ def default_dtype(device: str):
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def dtype_label(device: str) -> str:
+    """The name of :func:`default_dtype` for ``device``, without importing torch."""
+    return "bfloat16" if device.startswith("cuda") else "float32"
 
 
 def auto_batch_size(device: str) -> int:

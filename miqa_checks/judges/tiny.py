@@ -362,14 +362,13 @@ def _save(model, processor, out: Path) -> None:
 
 def _version_hash(spec: str) -> str:
     import inspect
-
-    import transformers
+    from importlib.metadata import version
 
     h = hashlib.sha256()
     h.update(TINY_VERSION.encode())
     h.update(str(TINY_SEED).encode())
     h.update(spec.encode())
-    h.update(transformers.__version__.encode())
+    h.update(version("transformers").encode())
     for fn in (FAMILIES[spec], _tokenizer, _chat_template, _llama_text, _qwen_common, _save):
         try:
             h.update(inspect.getsource(fn).encode())

@@ -222,10 +222,9 @@ class TransformersJudge(Judge):
 
     def _resolve_device(self) -> None:
         if self._device is None:
-            from .devices import default_dtype, resolve_device
+            from .devices import resolve_device
 
             self._device = resolve_device(self.settings.device)
-            self._dtype = default_dtype(self._device)
 
     def _method_tag(self) -> str:
         if self.settings.method == "generate":
@@ -235,16 +234,16 @@ class TransformersJudge(Judge):
     def identity(self) -> str:
         self._resolve()
         self._resolve_device()
-        from .devices import dtype_name
+        from .devices import dtype_label
 
         # an HF cache snapshot is immutable per commit: its revision names it; else hash the files
         rev = f"rev={self._revision}" if self._revision else f"sha256={self._hash_weights()[:16]}"
-        return f"{self._display}@{rev}|{self._method_tag()}|{dtype_name(self._dtype)}"
+        return f"{self._display}@{rev}|{self._method_tag()}|{dtype_label(self._device)}"
 
     def provenance(self) -> dict[str, str]:
         import transformers
 
-        from .devices import dtype_name
+        from .devices import dtype_label
 
         ident = self.identity()
         return {
@@ -252,7 +251,7 @@ class TransformersJudge(Judge):
             "model": self._display or "",
             "revision": self._revision or "",
             "weights_sha256": "" if self._revision else self._hash_weights(),
-            "dtype": dtype_name(self._dtype),
+            "dtype": dtype_label(self._device or "cpu"),
             "device": self._device or "",
             "method": self.settings.method,
             "max_new_tokens": str(self.settings.max_new_tokens) if self.settings.method == "generate" else "",
@@ -271,6 +270,10 @@ class TransformersJudge(Judge):
         self._resolve_device()
         name = self._display
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from .devices import default_dtype
+
+        self._dtype = default_dtype(self._device)
 
         trust = bool(self.settings.trust_remote_code)
         try:
