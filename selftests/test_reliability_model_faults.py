@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 
-import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
