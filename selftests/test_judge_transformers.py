@@ -298,8 +298,10 @@ def test_unknown_model_type_needs_the_opt_in(home, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "miqa_custom_vlm"
     (folder / "config.json").write_text(json.dumps(config))
+    judge = TransformersJudge(str(folder), JudgeSettings(device="cpu", home=home))
+    judge.identity()  # naming it runs nothing; the refusal comes before any loading
     with pytest.raises(JudgeError, match="--miqa-trust-remote-code"):
-        TransformersJudge(str(folder), JudgeSettings(device="cpu", home=home)).identity()
+        judge.score([_request(_image(0))])
 
 
 def test_pickled_weights_are_refused_without_the_opt_in(home, tmp_path):

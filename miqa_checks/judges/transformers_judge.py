@@ -103,6 +103,7 @@ class TransformersJudge(Judge):
         self._pickled = False
         self._device: str | None = None
         self._dtype = None
+        self._model_type: str | None = None  # config.json model_type, checked before loading
         self._model = None
         self._processor = None
         self._level_ids: list[list[int]] | None = None
@@ -158,6 +159,14 @@ class TransformersJudge(Judge):
             ) from None
         return Path(path)
 
+    def _refuse_remote_code(self, reasons: list[str]) -> None:
+        """JudgeError unless the user opted in, when the checkpoint would run its own code."""
+        if reasons and not self.settings.trust_remote_code:
+            raise JudgeError(
+                f"model {self._display!r} ships its own code ({'; '.join(reasons)}); refusing to run it. "
+                "Review the code and pass --miqa-trust-remote-code to allow it."
+            )
+
     def _check_folder(self, folder: Path) -> None:
         name = self._display or folder.name
         if not (folder / "config.json").is_file():
@@ -174,16 +183,8 @@ class TransformersJudge(Judge):
             if isinstance(data, dict) and data.get("auto_map"):
                 needs_code.append(f"auto_map in {fname}")
             if fname == "config.json" and isinstance(data, dict):
-                model_type = data.get("model_type")
-                from transformers import CONFIG_MAPPING
-
-                if model_type not in CONFIG_MAPPING:
-                    needs_code.append(f"model_type {model_type!r} unknown to transformers")
-        if needs_code and not self.settings.trust_remote_code:
-            raise JudgeError(
-                f"model {name!r} ships its own code ({'; '.join(needs_code)}); refusing to run it. "
-                "Review the code and pass --miqa-trust-remote-code to allow it."
-            )
+                self._model_type = data.get("model_type")
+        self._refuse_remote_code(needs_code)
         files = [p for p in folder.iterdir() if p.is_file()]
         safe = [p for p in files if p.name.endswith(_WEIGHT_SAFE)]
         pickled = [p for p in files if p.name.endswith(_WEIGHT_PICKLED) and "training_args" not in p.name]
@@ -241,7 +242,7 @@ class TransformersJudge(Judge):
         return f"{self._display}@{rev}|{self._method_tag()}|{dtype_label(self._device)}"
 
     def provenance(self) -> dict[str, str]:
-        import transformers
+        from importlib.metadata import version
 
         from .devices import dtype_label
 
@@ -256,8 +257,8 @@ class TransformersJudge(Judge):
             "method": self.settings.method,
             "max_new_tokens": str(self.settings.max_new_tokens) if self.settings.method == "generate" else "",
             "batch_size": str(self._batch_size or "auto"),
-            "transformers": transformers.__version__,
-            "torch": __import__("torch").__version__,
+            "transformers": version("transformers"),
+            "torch": version("torch"),
             "identity": ident,
         }
 
@@ -269,8 +270,12 @@ class TransformersJudge(Judge):
         folder = self._resolve()
         self._resolve_device()
         name = self._display
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import CONFIG_MAPPING, AutoModelForImageTextToText, AutoProcessor
 
+        # checked here, not in _check_folder: importing the config registry imports torch, and a
+        # fully stored (warm) run must not pay for that
+        if self._model_type not in CONFIG_MAPPING:
+            self._refuse_remote_code([f"model_type {self._model_type!r} unknown to transformers"])
         from .devices import default_dtype
 
         self._dtype = default_dtype(self._device)
@@ -347,15 +352,16 @@ class TransformersJudge(Judge):
         return out
 
     def close(self) -> None:
+        if self._model is None:
+            return  # never loaded (e.g. a fully stored run): nothing to free, no torch import
         self._model = None
         self._processor = None
-        if self._device:
-            from .devices import empty_cache
+        from .devices import empty_cache
 
-            import gc
+        import gc
 
-            gc.collect()
-            empty_cache(self._device)
+        gc.collect()
+        empty_cache(self._device)
 
     # ------------------------------------------------------------------ scoring
 
