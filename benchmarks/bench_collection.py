@@ -18,7 +18,6 @@ records whether ``torch`` (and ``transformers``) were in ``sys.modules`` when co
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .common import check_ran, make_row, tempdir, timed_pytest
+from .common import check_ran, emit, make_row, tempdir, timed_pytest
 
 GOAL_RATIO = 2.0
 DATASETS = ("aml", "pbc", "fundus", "mammo_calc", "mammo_mass", "oct", "pneumonia")
@@ -108,18 +107,12 @@ def run(repeats: int = 3, models: int = 16) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    from .report import format_markdown
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.models)
-    print(format_markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return rows
+    return emit(run(args.repeats, args.models), args.json)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ Rows: share outside the model calls (goal < 25 %); share outside the whole ``jud
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import check_ran, make_row, run_json, tempdir, timed_pytest
+from .common import check_ran, emit, make_row, run_json, tempdir, timed_pytest
 
 GOAL_SHARE = 0.25
 AUDIT = ["tests", "--miqa-model", "tiny-llava", "--miqa-data", "samples", "-q"]
@@ -70,18 +69,12 @@ def run(repeats: int = 3, extra: Sequence[str] = ()) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    from .report import format_markdown
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("extra", nargs="*", help="extra pytest arguments")
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.extra)
-    print(format_markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return rows
+    return emit(run(args.repeats, args.extra), args.json)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,11 @@ batched vs batch-of-one (info).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import make_row
+from .common import emit, make_row
 
 TINY = ("tiny-llava", "tiny-qwen2vl", "tiny-qwen2_5vl", "tiny-internvl", "tiny-gemma3", "tiny-idefics3")
 GOAL_EXPECTED_VS_GEN8 = 3.0
@@ -156,8 +155,6 @@ def run(models: Sequence[str] = TINY, *, repeats: int = 3, images: int = 16, bat
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    from .report import format_markdown
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=16)
@@ -165,11 +162,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--models", default=",".join(TINY))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.models.split(","), repeats=args.repeats, images=args.images, batch=args.batch)
-    print(format_markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return rows
+    return emit(run(args.models.split(","), repeats=args.repeats, images=args.images, batch=args.batch), args.json)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ machine shared with other work the parallel run competes with it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import check_ran, make_row, tempdir, timed_pytest
+from .common import check_ran, emit, make_row, tempdir, timed_pytest
 
 GOAL_RATIO = 1.5
 AUDIT = ["tests", "--miqa-data", "samples", "-q"]
@@ -94,19 +93,13 @@ def run(repeats: int = 3, workers: int = 2, extra: Sequence[str] = (), cold_too:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    from .report import format_markdown
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("extra", nargs="*", help="extra pytest arguments")
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.workers, args.extra)
-    print(format_markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return rows
+    return emit(run(args.repeats, args.workers, args.extra), args.json)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,13 @@ def run_json(report_dir: Path) -> dict[str, Any]:
 
 def tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"miqa-bench-{prefix}-"))
+
+
+def emit(rows: list[dict[str, Any]], json_path: Path | None) -> list[dict[str, Any]]:
+    """A benchmark's command-line output: the rows as a markdown table, and as JSON when asked."""
+    from .report import format_markdown
+
+    print(format_markdown(rows))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
