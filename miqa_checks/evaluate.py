@@ -49,7 +49,8 @@ def _embeddings(lookup: Lookup, spec: RequestSpec, image_ids: Sequence[str]) -> 
     return np.stack(rows).astype(np.float64)
 
 
-def _error(reason: str, n: int = 0) -> P.Verdict:
+def error_verdict(reason: str, n: int = 0) -> P.Verdict:
+    """A cell that could not be computed (no images, no baseline, model not loadable)."""
     nan = float("nan")
     return P.Verdict("error", nan, nan, nan, nan, "", n, reason)
 
@@ -66,7 +67,7 @@ def evaluate_cell(
 ) -> CellOutcome:
     """Evaluate one cell on the given images (the dataset's chosen images, sorted)."""
     if not image_ids:
-        return CellOutcome(_error(f"dataset {cell.dataset} has no readable image"))
+        return CellOutcome(error_verdict(f"dataset {cell.dataset} has no readable image"))
     common = dict(
         alpha=thresholds["alpha"],
         family_size=family_size,
@@ -119,7 +120,7 @@ def evaluate_cell(
         )
     if prop in ("baseline_agreement", "baseline_noninferiority"):
         if baseline is None:
-            return CellOutcome(_error("no --miqa-baseline given"))
+            return CellOutcome(error_verdict("no --miqa-baseline given"))
         return CellOutcome(_baseline_cell(cell, image_ids, lookup, thresholds, common, baseline))
     raise KeyError(f"unknown property {prop!r}")
 
@@ -156,7 +157,7 @@ def _embedding_cell(cell, image_ids, lookup, thresholds, common) -> CellOutcome:
     clean = _embeddings(lookup, specs[0], image_ids)
     levels = [_embeddings(lookup, s, image_ids) for s in specs[1:]]
     if clean is None or any(level is None for level in levels):
-        return CellOutcome(_error("embeddings missing (the judge returned none for some images)", len(image_ids)))
+        return CellOutcome(error_verdict("embeddings missing (the judge returned none for some images)", len(image_ids)))
     by_severity = np.stack(levels)  # (5, n, D)
     verdict = P.embedding_consistency(clean, by_severity, tolerance=thresholds["embedding_tolerance"], **common)
     spread = float(np.mean(np.linalg.norm(clean - clean.mean(axis=0), axis=1)))

@@ -21,7 +21,7 @@ import pytest
 
 from .cache import ResultStore
 from .engine import Engine
-from .evaluate import evaluate_cell
+from .evaluate import CellOutcome, error_verdict, evaluate_cell
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
 from .report import junit_properties, read_scores_csv, write_reports
@@ -80,9 +80,7 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
     """Evaluate ``cell``, attach its matrix row and JUnit properties to the test, set the outcome."""
     if engine.identity(cell.model) is None:
         reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
-        from .evaluate import CellOutcome, _error
-
-        outcome = CellOutcome(_error(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
+        outcome = CellOutcome(error_verdict(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
     else:
         outcome = evaluate_cell(
             cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,
