@@ -77,11 +77,11 @@ class SeededPlan:
 @pytest.mark.slow
 def test_served_model_faults_through_the_audit(tmp_path, server):
     plan = SeededPlan(SEED)
-    proxy = FaultProxy(server.root_url, plan, retry_after_s=0.05, timeout_sleep_s=3.0).start()
+    proxy = FaultProxy(server.root_url, plan, retry_after_s=0.05, timeout_sleep_s=4.0).start()
     try:
         env = audit_env(
             MIQA_OPENAI_API_KEY=FAKE_KEY, MIQA_OPENAI_RETRIES="2", MIQA_OPENAI_BACKOFF="0.02",
-            MIQA_OPENAI_TIMEOUT="1", MIQA_OPENAI_MAX_RETRY_AFTER="0.2", MIQA_OPENAI_CONCURRENCY="1",
+            MIQA_OPENAI_TIMEOUT="3", MIQA_OPENAI_MAX_RETRY_AFTER="0.2", MIQA_OPENAI_CONCURRENCY="1",
         )
         run = run_audit_env(
             tmp_path, "--miqa-model", f"openai:{proxy.base_url}#{server.model}", "--miqa-max-images", "8",
