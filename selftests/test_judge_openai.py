@@ -322,7 +322,7 @@ def test_429_honours_retry_after_within_bounds(server, proxy, monkeypatch):
 
 def test_concurrency_is_bounded(server, proxy, monkeypatch):
     monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "3")
-    proxy.delay_s = 0.25  # make requests overlap
+    proxy.delay_s = 0.5  # make requests overlap, even on a loaded machine
     judge = make_judge(proxy, server.model, method="generate", max_new_tokens=2)
     results = judge.score(requests_for([PROMPT + str(i) for i in range(9)]))
     assert all(r.error is None for r in results)
