@@ -98,19 +98,19 @@ def _ids(tok, *tokens: str) -> list[int]:
     return [tok.convert_tokens_to_ids(t) for t in tokens]
 
 
+#: The decoder shape every tiny family shares (hidden 64, 2 layers, 4 heads / 2 KV heads).
+_TEXT_SHAPE: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
+
+
 def _llama_text(vocab: int, **kw) -> dict[str, Any]:
-    cfg = dict(
-        model_type="llama",
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    cfg.update(kw)
-    return cfg
+    return dict(model_type="llama", vocab_size=vocab, **_TEXT_SHAPE, **kw)
 
 
 # ----------------------------------------------------------------------------- families
@@ -189,12 +189,7 @@ def _qwen_common(out: Path, v25: bool) -> None:
     img, vid, vs, ve = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
     text = dict(
         vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
+        **_TEXT_SHAPE,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         bos_token_id=_ids(tok, "<|endoftext|>")[0],
         eos_token_id=_ids(tok, "<|im_end|>")[0],
@@ -248,9 +243,7 @@ def _build_internvl(out: Path) -> None:
     config = T.InternVLConfig(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            image_size=[56, 56], patch_size=[14, 14]),
-        text_config=dict(model_type="qwen2", vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, eos_token_id=_ids(tok, "<|im_end|>")[0],
+        text_config=dict(model_type="qwen2", vocab_size=vocab, **_TEXT_SHAPE, eos_token_id=_ids(tok, "<|im_end|>")[0],
                          pad_token_id=_ids(tok, "<|endoftext|>")[0]),
         image_token_id=ctx,
         image_seq_length=4,
@@ -283,9 +276,7 @@ def _build_gemma3(out: Path) -> None:
     vocab = len(tok)
     boi, eoi, soft = _ids(tok, "<start_of_image>", "<end_of_image>", "<image_soft_token>")
     config = T.Gemma3Config(
-        text_config=dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
-                         sliding_window=64, max_position_embeddings=4096,
+        text_config=dict(vocab_size=vocab, **_TEXT_SHAPE, head_dim=16, query_pre_attn_scalar=16, sliding_window=64,
                          bos_token_id=_ids(tok, "<bos>")[0], eos_token_id=_ids(tok, "<eos>")[0],
                          pad_token_id=_ids(tok, "<pad>")[0]),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -375,6 +366,7 @@ def _version_hash(spec: str) -> str:
         except (OSError, TypeError):  # no source shipped: the version constant must do
             h.update(fn.__qualname__.encode())
     h.update(json.dumps(_CORPUS).encode())
+    h.update(json.dumps(_TEXT_SHAPE, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
