@@ -32,6 +32,8 @@ from .records import ImageRecord, RequestMeta, ScoreRequest, ScoreResult
 #: A worker whose heartbeat is older than this is presumed dead; its keys are computed by others.
 STALE_AFTER_S = 60.0
 HEARTBEAT_EVERY_S = 5.0
+#: Reason prefix of a request whose condition image could not be made (e.g. too small to corrupt).
+CONDITION_FAILED = "condition "
 
 
 @dataclass(frozen=True)
@@ -287,9 +289,8 @@ class Engine:
             try:
                 requests.append(self._request(item))
                 ready.append(item)
-            except ValueError as exc:
-                done.append((item, ScoreResult.failed(method, f"condition {item.spec.condition}: {exc}")))
-                self.errors.append({"model": model_label(model), "dataset": item.dataset, "file_or_image": item.image_id, "stage": "corruption", "reason": str(exc)})
+            except ValueError as exc:  # reported from the stored result by result_errors()
+                done.append((item, ScoreResult.failed(method, f"{CONDITION_FAILED}{item.spec.condition}: {exc}")))
         if requests:
             try:
                 results = self.judge(model).score(requests)
@@ -388,7 +389,8 @@ class Engine:
             if result is None:
                 continue
             if result.error:
-                stage, reason = "score", result.error
+                stage = "corruption" if result.error.startswith(CONDITION_FAILED) else "score"
+                reason = result.error
             elif not result.parse_ok:
                 stage, reason = "parse", f"unparseable answer: {result.raw_text[:120]!r}"
             else:
