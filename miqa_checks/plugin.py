@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,20 @@ class MiqaState:
             self._cells = plan_cells(self.settings.models, datasets.items(), with_baseline=self.settings.baseline is not None)
         return self._cells
 
+    @cached_property
+    def family_sizes(self) -> dict[str, int]:
+        """Cells per model in the full matrix: each model's Bonferroni family."""
+        return family_sizes(self.cells)
+
+    @cached_property
+    def baseline_scores(self) -> dict[tuple[str, str, str, str], float] | None:
+        """``--miqa-baseline`` scores by (dataset, image_id, condition, prompt_id); None without one."""
+        if self.settings.baseline is None:
+            return None
+        from .report import read_baseline_scores
+
+        return read_baseline_scores(self.settings.baseline)
+
     # -- hooks: this object is registered as a plugin, so the hooks see the state as ``self``
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.is_worker:
@@ -129,9 +144,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
         for spec in settings.models:
             validate_spec(spec)
+        state = MiqaState(config, settings)
+        state.baseline_scores  # noqa: B018 - read now: a bad baseline file stops the run before any model loads
     except MiqaUsageError as exc:
         raise pytest.UsageError(f"miqa: {exc}") from None
-    state = MiqaState(config, settings)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "miqa-state")
 
@@ -188,10 +204,9 @@ def miqa_check(request: pytest.FixtureRequest, miqa_engine):
     from .runtime import check_cell
 
     state: MiqaState = request.config.stash[STATE]
-    sizes = family_sizes(state.cells)
 
     def check(cell: Cell) -> None:
-        check_cell(request.node, cell, miqa_engine, state, sizes[cell.model], ROW)
+        check_cell(request.node, cell, miqa_engine, state, ROW)
 
     return check
 

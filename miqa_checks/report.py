@@ -305,6 +305,20 @@ def read_scores_csv(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def read_baseline_scores(path: str | os.PathLike) -> dict[tuple[str, str, str, str], float]:
+    """A ``--miqa-baseline`` file as {(dataset, image_id, condition, prompt_id): score (NaN if none)}.
+
+    The file must hold the scores of exactly one model (:class:`MiqaUsageError` otherwise).
+    """
+    rows = read_scores_csv(path)
+    models = sorted({r["model"] for r in rows})
+    if len(models) != 1:
+        raise MiqaUsageError(
+            f"--miqa-baseline {Path(path).name}: must hold the scores of one model, found {len(models)}: {', '.join(models)}"
+        )
+    return {(r["dataset"], r["image_id"], r["condition"], r["prompt_id"]): r["score"] for r in rows}
+
+
 def _parse_bool(s: Any) -> bool:
     t = _text(s).strip().lower()
     if t in ("", "1", "true", "t", "yes", "y"):

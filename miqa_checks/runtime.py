@@ -24,7 +24,7 @@ from .engine import Engine
 from .evaluate import CellOutcome, error_verdict, evaluate_cell
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
-from .report import junit_properties, read_scores_csv, write_reports
+from .report import junit_properties, write_reports
 from .published import COLUMNS as PUBLISHED_COLUMNS
 from .published import published_table
 from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, write_csv
@@ -49,22 +49,6 @@ def build_engine(state: "MiqaState", config: pytest.Config) -> Engine:
     return Engine(state.settings, store=ResultStore(folder, state.run_id), worker=name, worker_index=index, worker_count=count)
 
 
-def _baseline(state: "MiqaState") -> dict[tuple[str, str, str, str], float] | None:
-    """``--miqa-baseline`` scores keyed by (dataset, image_id, condition, prompt_id)."""
-    if state.settings.baseline is None:
-        return None
-    if getattr(state, "_baseline", None) is None:
-        rows = read_scores_csv(state.settings.baseline)
-        models = sorted({r["model"] for r in rows})
-        if len(models) != 1:
-            raise pytest.UsageError(f"miqa: --miqa-baseline must hold the scores of one model, found {len(models)}: {', '.join(models)}")
-        state._baseline = {
-            (r["dataset"], r["image_id"], r["condition"], r["prompt_id"]): float(r["score"]) if r["score"] not in ("", None) else float("nan")
-            for r in rows
-        }
-    return state._baseline
-
-
 def _message(cell: Cell, row: dict[str, Any]) -> str:
     def num(x: Any) -> str:
         return "nan" if x is None or x != x else f"{x:.4g}"
@@ -76,7 +60,7 @@ def _message(cell: Cell, row: dict[str, Any]) -> str:
     )
 
 
-def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", family_size: int, key: Any) -> None:
+def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", key: Any) -> None:
     """Evaluate ``cell``, attach its matrix row and JUnit properties to the test, set the outcome."""
     if engine.identity(cell.model) is None:
         reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
@@ -84,7 +68,7 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
     else:
         outcome = evaluate_cell(
             cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,
-            family_size=family_size, seed=state.settings.seed, baseline=_baseline(state),
+            family_size=state.family_sizes[cell.model], seed=state.settings.seed, baseline=state.baseline_scores,
         )
     v = outcome.verdict
     row = {

@@ -155,3 +155,13 @@ def test_a_source_with_no_readable_image_is_a_usage_error_naming_it(tmp_path):
     run = run_audit(tmp_path, "--miqa-model", "sim-robust", "--miqa-data", str(folder))
     assert run.returncode == 4, run.output[-2000:]
     assert "scans" in run.output and "a.png" in run.output and "no readable image" in run.output
+
+
+def test_a_baseline_of_several_models_is_a_usage_error(tmp_path):
+    baseline = tmp_path / "two.csv"
+    header = "model,dataset,image_id,condition,prompt_id,score,parse_ok,raw_text\n"
+    baseline.write_text(header + "a,samples_ct,x,clean,base,3,true,\nb,samples_ct,x,clean,base,3,true,\n")
+    run = run_audit(tmp_path, "--miqa-model", "sim-robust", "--miqa-baseline", str(baseline))
+    assert run.returncode == 4, run.output[-2000:]
+    assert "one model" in run.output and "two.csv" in run.output
+    assert not (tmp_path / "cache").exists()  # stopped before anything loaded
