@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import properties as P
+from . import stats
 from .matrix import SEVERITIES, Cell, RequestSpec
 from .records import ScoreResult
 
@@ -160,20 +161,19 @@ def _embedding_cell(cell, image_ids, lookup, thresholds, common) -> CellOutcome:
         return CellOutcome(error_verdict("embeddings missing (the judge returned none for some images)", len(image_ids)))
     by_severity = np.stack(levels)  # (5, n, D)
     verdict = P.embedding_consistency(clean, by_severity, tolerance=thresholds["embedding_tolerance"], **common)
-    spread = float(np.mean(np.linalg.norm(clean - clean.mean(axis=0), axis=1)))
+    displacement = P.relative_displacements(clean, by_severity)  # (5,)
     ref = _scores(lookup, specs[0], image_ids)
     points = []
-    for severity, spec, emb in zip(SEVERITIES, specs[1:], by_severity):
-        cond = _scores(lookup, spec, image_ids)
-        both = ~np.isnan(ref) & ~np.isnan(cond)
-        change = (cond[both].mean() - ref[both].mean()) / ref[both].mean() * 100 if both.any() else float("nan")
+    for severity, spec in zip(SEVERITIES, specs[1:]):
+        (r, c), _ = stats.drop_nan_pairs(ref, _scores(lookup, spec, image_ids))
+        change = stats.paired_delta(r, c)[0] if r.size else float("nan")
         points.append(
             {
                 "model": cell.label,
                 "dataset": cell.dataset,
                 "corruption": cell.corruption,
                 "severity": severity,
-                "displacement": float(np.mean(np.linalg.norm(emb - clean, axis=1)) / spread) if spread > 0 else float("nan"),
+                "displacement": float(displacement[severity - 1]),
                 "score_change_pct": float(change),
             }
         )

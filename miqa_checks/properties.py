@@ -231,6 +231,26 @@ def severity_response(ref, by_severity, *, trend_tol_pct: float, fall_required_p
 # --------------------------------------------------------------------------- embeddings
 
 
+def _distances(X: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clean (n, D), corrupted (k, n, D) -> distance of each clean embedding to the clean
+    centroid (n,), and displacement of each image from its clean embedding (k, n)."""
+    return np.linalg.norm(X - X.mean(axis=0), axis=1), np.linalg.norm(E - X[None], axis=2)
+
+
+def relative_displacements(clean_emb, emb_by_severity) -> np.ndarray:
+    """Mean displacement per severity in clean spreads, as ``embedding_consistency`` measures it.
+
+    clean_emb: ``(n, D)``; emb_by_severity: ``(k, n, D)`` -> ``(k,)``; NaN when the spread is 0.
+    Images with a non-finite embedding are left out.
+    """
+    X = np.asarray(clean_emb, dtype=float)
+    E = np.asarray(emb_by_severity, dtype=float)
+    keep = np.isfinite(X).all(axis=1) & np.isfinite(E).all(axis=(0, 2))
+    dist, disp = _distances(X[keep], E[:, keep])
+    s = float(dist.mean()) if dist.size else 0.0
+    return disp.mean(axis=1) / s if s > 0 else np.full(E.shape[0], np.nan)
+
+
 def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha: float = 0.05,
                           family_size: int = 1, min_images: int = 5, seed: int = 0,
                           resamples: int = 2000, shrink_margin: float = 0.1) -> Verdict:
@@ -259,12 +279,11 @@ def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha
     n = X.shape[0]
     if n < 3:
         return _undecidable(threshold, n, dropped, "fewer than 3 embedded images", min_images)
-    dist = np.linalg.norm(X - X.mean(axis=0), axis=1)  # (n,)
+    dist, disp = _distances(X, E)
     s = float(dist.mean())
     if s <= 0:
         return _undecidable(threshold, n, dropped, "all clean embeddings are identical, so their spread is 0",
                             min_images)
-    disp = np.linalg.norm(E - X[None], axis=2)  # (5, n)
     q1, psi1 = stats.ratio_of_means(disp[0], dist)
     q1 = float(q1)
     fam = family_size * 2
