@@ -134,8 +134,8 @@ def render_summary(*, cells: list[dict], scores: list[dict], displacements: list
             if kind == "displacement":
                 st = p.get("stats", {})
                 rows = [[_e(k or "(none)"), _e(fmt_num(v.get("rho"), ".3f") or "n/a"),
-                         str(v.get("n", 0))] for k, v in st.items()]
-                parts.append(_table(["model", "Spearman rho", "n"], rows, num_cols=(1, 2)))
+                         _e(fmt_ci(v.get("ci_low"), v.get("ci_high"))), str(v.get("n", 0))] for k, v in st.items()]
+                parts.append(_table(["model", "Spearman rho", "95% CI", "n"], rows, num_cols=(1, 3)))
             if kind == "family":
                 st = p.get("stats", {})
                 ms = st.get("models", [])

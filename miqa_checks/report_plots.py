@@ -8,8 +8,8 @@
 - ``plot_displacement.png``: relative embedding displacement vs % score change, Spearman rho;
 - ``plot_family_correlation.png`` (2+ models): Pearson r of per-image scores between models.
 
-The statistics (:func:`spearman`, :func:`pearson`, :func:`family_correlation`) are pure Python
-so the HTML can show them even when matplotlib is missing.
+The statistics beside the plots come from :mod:`miqa_checks.properties` (Spearman rho with a
+bootstrap CI; pairwise Pearson r), so the HTML shows them even when matplotlib is missing.
 """
 
 from __future__ import annotations
@@ -32,48 +32,11 @@ _VERDICT_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#757575
 # --------------------------------------------------------------------------- statistics
 
 
-def _rank(xs: list[float]) -> list[float]:
-    """Average ranks (1-based), ties share their mean rank."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        r = (i + j) / 2.0 + 1.0
-        for k in range(i, j + 1):
-            ranks[order[k]] = r
-        i = j + 1
-    return ranks
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    """Pearson r over the pairs where both are finite; NaN with < 3 pairs or zero variance."""
-    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
-    n = len(pairs)
-    if n < 3:
-        return math.nan
-    mx = sum(a for a, _ in pairs) / n
-    my = sum(b for _, b in pairs) / n
-    sxx = sum((a - mx) ** 2 for a, _ in pairs)
-    syy = sum((b - my) ** 2 for _, b in pairs)
-    sxy = sum((a - mx) * (b - my) for a, b in pairs)
-    if sxx <= 0 or syy <= 0:
-        return math.nan
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman rho (Pearson on average ranks) over finite pairs; NaN with < 3 pairs."""
-    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 3:
-        return math.nan
-    return pearson(_rank([a for a, _ in pairs]), _rank([b for _, b in pairs]))
-
-
 def displacement_stats(displacements: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
-    """``{model or "all": {"rho": float, "n": int}}`` for displacement vs score change."""
+    """``{model or "all": {"rho", "ci_low", "ci_high", "n"}}``: Spearman rho of displacement vs
+    score change with its bootstrap 95 % CI (``properties.displacement_score_correlation``)."""
+    from miqa_checks.properties import displacement_score_correlation
+
     per: dict[str, tuple[list[float], list[float]]] = {}
     for d in displacements:
         x, y = as_float(d.get("displacement")), as_float(d.get("score_change_pct"))
@@ -83,7 +46,10 @@ def displacement_stats(displacements: Iterable[Mapping[str, Any]]) -> dict[str, 
             xs, ys = per.setdefault(key, ([], []))
             xs.append(x)
             ys.append(y)
-    out = {k: {"rho": spearman(xs, ys), "n": len(xs)} for k, (xs, ys) in per.items()}
+    out = {}
+    for key, (xs, ys) in per.items():
+        rho, lo, hi = displacement_score_correlation(xs, ys)
+        out[key] = {"rho": rho, "ci_low": lo, "ci_high": hi, "n": len(xs)}
     if "all" in out:  # put "all" last
         out["all"] = out.pop("all")
     return out
@@ -92,7 +58,12 @@ def displacement_stats(displacements: Iterable[Mapping[str, Any]]) -> dict[str, 
 def family_correlation(scores: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[list[float]],
                                                                       list[list[int]]]:
     """Pearson r between models on per-image scores, pivoted by model over the shared keys
-    (dataset, image_id, condition, prompt_id). Returns (models, r matrix, n matrix)."""
+    (dataset, image_id, condition, prompt_id), by ``properties.family_correlation``.
+    Returns (models, r matrix, n matrix: pairs both models scored)."""
+    import numpy as np
+
+    from miqa_checks.properties import family_correlation as pairwise_pearson
+
     table: dict[tuple, dict[str, float]] = {}
     models: list[str] = []
     for s in scores:
@@ -104,19 +75,13 @@ def family_correlation(scores: Iterable[Mapping[str, Any]]) -> tuple[list[str], 
             models.append(m)
         key = (s.get("dataset"), s.get("image_id"), s.get("condition"), s.get("prompt_id"))
         table.setdefault(key, {})[m] = v
-    k = len(models)
-    r = [[math.nan] * k for _ in range(k)]
-    n = [[0] * k for _ in range(k)]
-    for i in range(k):
-        for j in range(i, k):
-            xs, ys = [], []
-            for row in table.values():
-                if models[i] in row and models[j] in row:
-                    xs.append(row[models[i]])
-                    ys.append(row[models[j]])
-            n[i][j] = n[j][i] = len(xs)
-            r[i][j] = r[j][i] = 1.0 if i == j and xs else pearson(xs, ys)
-    return models, r, n
+    pivot = {m: np.array([row.get(m, np.nan) for row in table.values()]) for m in models}  # (keys,) per model
+    _, r = pairwise_pearson(pivot)
+    scored = np.array([np.isfinite(pivot[m]) for m in models]).astype(int) if models else np.zeros((0, 0), int)
+    n = scored @ scored.T
+    for i in range(len(models)):  # a model agrees with itself wherever it scored
+        r[i, i] = 1.0 if n[i, i] else math.nan
+    return models, r.tolist(), n.tolist()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -463,3 +463,17 @@ def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
     os.utime(keep, (old, old))
     assert remove_stale_temp_files(tmp_path) == 1
     assert not stale.exists() and live.exists() and keep.exists()
+
+
+def test_displacement_rho_comes_with_its_ci_and_family_r_with_counts():
+    from miqa_checks.report_plots import displacement_stats, family_correlation
+
+    points = [{"model": "m", "displacement": x, "score_change_pct": -10 * x} for x in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    st = displacement_stats(points)["m"]
+    assert st["rho"] == -1.0 and st["ci_low"] <= st["rho"] <= st["ci_high"] and st["n"] == 5
+    rows = [{"model": m, "dataset": "d", "image_id": str(i), "condition": "clean", "prompt_id": "base", "score": s * k}
+            for m, k in (("a", 1), ("b", -1)) for i, s in enumerate([1.0, 2.0, 3.0, 4.5])]
+    rows.append({"model": "a", "dataset": "d", "image_id": "only-a", "condition": "clean", "prompt_id": "base", "score": 2.0})
+    models, r, n = family_correlation(rows)
+    assert models == ["a", "b"] and abs(r[0][1] + 1.0) < 1e-12 and r[0][0] == 1.0
+    assert n == [[5, 4], [4, 4]]
