@@ -40,15 +40,26 @@ class AuditRun:
         return {r["test_id"]: r["verdict"] for r in self.matrix if r["model"] == model}
 
 
-def run_audit(tmp: Path, *args: str, report: str = "reports", cache: str = "cache", timeout: float = 600) -> AuditRun:
+def audit_command(tmp: Path, *args: str, report: str, cache: str) -> list[str]:
     """``pytest tests <args>`` from the repo root with reports and cache under ``tmp``."""
-    report_dir = tmp / report
-    cmd = [
+    return [
         sys.executable, "-m", "pytest", str(REPO / "tests"), "-p", "no:cacheprovider", "-q", "--no-header",
-        "--rootdir", str(REPO), "--miqa-report-dir", str(report_dir), "--miqa-cache", str(tmp / cache), *args,
+        "--rootdir", str(REPO), "--miqa-report-dir", str(tmp / report), "--miqa-cache", str(tmp / cache), *args,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def audit_env(**extra: str) -> dict[str, str]:
+    """This environment, offline, without the xdist variables of a self-test worker."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-    return AuditRun(done.returncode, done.stdout + done.stderr, report_dir)
+    return env
+
+
+def run_audit(tmp: Path, *args: str, report: str = "reports", cache: str = "cache", timeout: float = 600) -> AuditRun:
+    """Run the audit suite to completion and read its reports."""
+    done = subprocess.run(
+        audit_command(tmp, *args, report=report, cache=cache), cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env=audit_env(),
+    )
+    return AuditRun(done.returncode, done.stdout + done.stderr, tmp / report)

@@ -18,26 +18,11 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit_runner import REPO, AuditRun
-
-
-def audit_command(tmp: Path, *args: str, report: str, cache: str) -> list[str]:
-    return [
-        sys.executable, "-m", "pytest", str(REPO / "tests"), "-p", "no:cacheprovider", "-q", "--no-header",
-        "--rootdir", str(REPO), "--miqa-report-dir", str(tmp / report), "--miqa-cache", str(tmp / cache), *args,
-    ]
-
-
-def audit_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
-    env.pop("PYTEST_XDIST_WORKER", None)
-    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
-    return env
+from audit_runner import REPO, AuditRun, audit_command, audit_env
 
 
 @dataclass
