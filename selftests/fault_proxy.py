@@ -314,13 +314,15 @@ class FaultProxy:
         with self._lock:
             self.seen.append(record)  # recorded on arrival; status and duration filled in below
         try:
-            record.status = self._respond(h, method, raw, fault)
+            self._respond(h, record, method, raw, fault)
         finally:
             record.duration_s = time.monotonic() - start
             with self._lock:
                 self.in_flight -= 1
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str] | None = None) -> int:
+    def _send(self, h: BaseHTTPRequestHandler, record: "Seen", status: int, payload: bytes,
+              headers: dict[str, str] | None = None) -> None:
+        record.status = status  # before the client can have its answer, so readers never see it unset
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(payload)))
@@ -329,7 +331,6 @@ class FaultProxy:
         h.end_headers()
         h.wfile.write(payload)
         h.wfile.flush()
-        return status
 
     def _drop(self, h: BaseHTTPRequestHandler) -> None:
         h.close_connection = True
@@ -338,31 +339,32 @@ class FaultProxy:
         except OSError:
             pass
 
-    def _respond(self, h: BaseHTTPRequestHandler, method: str, raw: bytes, fault: str | None) -> int | None:
+    def _respond(self, h: BaseHTTPRequestHandler, record: "Seen", method: str, raw: bytes, fault: str | None) -> None:
+        """Answer (or drop) one request as ``fault`` says; a dropped one keeps status None."""
         if self.delay_s and h.path.endswith("/chat/completions"):
             self._stop.wait(self.delay_s)
         if fault == "429":
-            return self._send(h, 429, b'{"error": {"message": "rate limited (injected)"}}',
+            return self._send(h, record, 429, b'{"error": {"message": "rate limited (injected)"}}',
                               {"Retry-After": f"{self.retry_after_s:g}"})
         if fault == "500":
-            return self._send(h, 500, b'{"error": {"message": "internal error (injected)"}}')
+            return self._send(h, record, 500, b'{"error": {"message": "internal error (injected)"}}')
         if fault == "echo_400":
             echoed = json.dumps({"error": {"message": f"bad request; you sent {h.headers.get('Authorization')}"}})
-            return self._send(h, 400, echoed.encode())
+            return self._send(h, record, 400, echoed.encode())
         if fault == "reset":
             self._drop(h)
-            return None
+            return
         if fault == "timeout":
             self._stop.wait(self.timeout_sleep_s)
             self._drop(h)
-            return None
+            return
         if fault == "malformed":
-            return self._send(h, 200, b'{"id": "x", "choices": [{"message": {"content": "3/5"')
+            return self._send(h, record, 200, b'{"id": "x", "choices": [{"message": {"content": "3/5"')
         headers = {k: v for k, v in h.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
         try:
             upstream = self._client.request(method, self.upstream + h.path, content=raw, headers=headers)
         except Exception as exc:  # upstream down: tell the client
-            return self._send(h, 502, json.dumps({"error": {"message": f"proxy: upstream failed: {exc}"}}).encode())
+            return self._send(h, record, 502, json.dumps({"error": {"message": f"proxy: upstream failed: {exc}"}}).encode())
         payload = upstream.content
         extra: dict[str, str] = {}
         if fault in ("strip_logprobs", "inject_logprobs") and upstream.status_code == 200:
@@ -374,7 +376,7 @@ class FaultProxy:
                 data["x_fault_proxy"] = "injected-logprobs"
                 extra["X-Fault-Proxy"] = "injected-logprobs"
             payload = json.dumps(data).encode()
-        return self._send(h, upstream.status_code, payload, extra)
+        return self._send(h, record, upstream.status_code, payload, extra)
 
 
 @contextmanager
