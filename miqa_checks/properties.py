@@ -1,19 +1,23 @@
 """One pure function per property: paired score arrays -> :class:`Verdict`.
 
 Every statistical function takes the keyword arguments ``alpha`` (family-wise false-fail rate),
-``family_size`` (number of statistical cells of this model in the whole matrix: the Bonferroni
-factor), ``min_images`` (below this a cell is inconclusive), ``seed`` and ``resamples`` (the
-bootstrap shown to the reader). The decision rule is in docs/STATISTICS.md; in short:
+``family_size`` (the weighted Bonferroni factor ``alpha / cell alpha``, see
+:mod:`miqa_checks.families`), ``min_images`` (below this many units a cell is inconclusive),
+``groups`` (optional ``(n,)`` group label per image: source image, clip, series or patient;
+None = independent images), and ``seed`` / ``resamples`` (kept for callers; no verdict interval
+is bootstrapped any more). The decision rule is in docs/STATISTICS.md; in short:
 
 - the statistic is the published percentage change of the mean over paired images
   (pairs with a NaN on either side dropped and counted in ``n_dropped``);
-- FAIL when the Bonferroni-adjusted one-sided p-value that the true value lies outside the
-  tolerance band is < alpha (delta-method SE, t with n - 1 df);
-- PASS when the 1 - 2 alpha interval lies inside the band (two one-sided tests, per cell);
-- INCONCLUSIVE otherwise, or when n < min_images, with ``n_needed``.
+- the unit of replication is the group: delta-method influence values are summed per group
+  (cluster-robust SE) and referred to t with G - 1 df; ``n`` = G, ``n_images`` beside it;
+- FAIL when the weighted-Bonferroni-adjusted one-sided p-value that the true value lies outside
+  the tolerance band is < alpha;
+- PASS when the 1 - 2 alpha t interval lies inside the band (two one-sided tests, per cell);
+- INCONCLUSIVE otherwise, or when n < min_images, with ``n_needed`` (same t rule, in units).
 
-``ci_low`` / ``ci_high`` are a seeded percentile-bootstrap 95 % interval of the statistic, for
-the reader; the decision uses the studentised rule.
+``ci_low`` / ``ci_high`` are that 1 - 2 alpha t interval (90 % at alpha 0.05): the interval the
+decision uses, so a printed interval inside the band is a pass and vice versa.
 
 Shapes: score arrays are ``(n,)`` paired by image (same order), ``by_severity`` is ``(5, n)``,
 embeddings are ``(n, D)`` and ``(5, n, D)``.
@@ -53,18 +57,16 @@ class Verdict:
     outcome: str  # "pass" | "fail" | "inconclusive" | "error"
     statistic: float  # the headline number, e.g. delta_pct (NaN when undefined)
     ci_low: float
-    ci_high: float  # seeded bootstrap 95% percentile CI of the statistic
-    p_value: float  # Bonferroni-adjusted p-value that the property is violated; NaN if n/a
+    ci_high: float  # the (1 - 2 alpha) interval the decision uses (t, Clopper-Pearson or Fisher)
+    p_value: float  # weighted-Bonferroni-adjusted p-value that the property is violated; NaN if n/a
     threshold: str  # human-readable band
-    n: int  # paired images used (after dropping NaN pairs)
+    n: int  # independent units used: groups of images (= images when ungrouped), after NaN drops
     reason: str  # one sentence; for inconclusive also the n that would decide
     n_needed: int | None = None
     ref_mean: float = nan  # clean_mean / no-attribute mean
     cond_mean: float = nan
     n_dropped: int = 0  # pairs dropped because a score was NaN (parse failure/error)
-
-
-_DEFAULTS = dict(alpha=0.05, family_size=1, min_images=5, seed=0, resamples=2000)
+    n_images: int = 0  # paired images used (>= n; equal when every image is its own group)
 
 
 def _fmt(x: float, pct: bool = True) -> str:
@@ -73,70 +75,74 @@ def _fmt(x: float, pct: bool = True) -> str:
     return f"{x:+.2f}%" if pct else f"{x:.3g}"
 
 
-def _undecidable(threshold: str, n: int, dropped: int, why: str, min_images: int, **means: float) -> Verdict:
+def _undecidable(threshold: str, n: int, dropped: int, why: str, min_images: int, n_images: int | None = None,
+                 **means: float) -> Verdict:
     return Verdict(
         INCONCLUSIVE, nan, nan, nan, nan, threshold, n,
         f"{why} (n={n}, {dropped} dropped); at least {max(min_images, 2)} usable paired images are needed.",
-        n_needed=max(min_images, 2), n_dropped=dropped, **means,
+        n_needed=max(min_images, 2), n_dropped=dropped, n_images=n if n_images is None else n_images, **means,
     )
 
 
+def _n_txt(n: int, n_images: int) -> str:
+    """``n=12`` or, when grouped, ``n=4 groups, 12 images``."""
+    return f"n={n}" if n == n_images else f"n={n} groups, {n_images} images"
+
+
+def _units(codes: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """(number of independent units, groups for standard_error or None when all singletons)."""
+    g = stats.n_groups(codes)
+    return g, (None if g == codes.size else codes)
+
+
 def _reason(outcome: str, what: str, est_txt: str, bounds_txt: str, threshold: str, p: float,
-            n: int, n_needed: int | None, min_images: int) -> str:
+            n: int, n_needed: int | None, min_images: int, n_images: int | None = None) -> str:
+    ni = n if n_images is None else n_images
+    unit = "paired images" if ni == n else "groups of images"
     if outcome == PASS:
-        return f"{what} {est_txt}, {bounds_txt}, lies within {threshold} (n={n})."
+        return f"{what} {est_txt}, {bounds_txt}, lies within {threshold} ({_n_txt(n, ni)})."
     if outcome == FAIL:
-        return f"{what} {est_txt} violates {threshold}: Bonferroni-adjusted p={p:.2g} (n={n})."
-    short = f"only {n} images, below min_images={min_images}; " if n < min_images else ""
-    need = f"about {n_needed} paired images would decide" if n_needed is not None else "more images would decide"
+        return f"{what} {est_txt} violates {threshold}: Bonferroni-adjusted p={p:.2g} ({_n_txt(n, ni)})."
+    short = f"only {_n_txt(n, ni)}, below min_images={min_images}; " if n < min_images else ""
+    need = f"about {n_needed} {unit} would decide" if n_needed is not None else f"more {unit} would decide"
     return f"{what} {est_txt}, {bounds_txt}, is undecided against {threshold}: {short}{need}."
 
 
-def _delta_ci(r: np.ndarray, c: np.ndarray, seed: int, resamples: int) -> tuple[float, float]:
-    m = stats.bootstrap_means(np.stack([r, c], axis=1), seed, resamples)
-    return stats.percentile_ci((m[:, 1] - m[:, 0]) / m[:, 0] * 100.0)
-
-
-def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int, resamples: int, scale: float = 100.0) -> tuple[float, float]:
-    m = stats.bootstrap_means(np.stack([num, den], axis=1), seed, resamples)
-    return stats.percentile_ci(m[:, 0] / m[:, 1] * scale)
+def _bounds_txt(d: stats.Decision, alpha: float) -> str:
+    """The printed interval: the (1 - 2 alpha) t interval whose ends are the decision's bounds."""
+    return f"{int(round((1 - 2 * alpha) * 100))}% interval [{d.bound_low:+.2f}, {d.bound_high:+.2f}]"
 
 
 # --------------------------------------------------------------------------- % change properties
 
 
 def _delta_property(ref, cond, *, lower: float, upper: float, threshold: str, alpha: float,
-                    family_size: int, min_images: int, seed: int, resamples: int) -> Verdict:
-    (r, c), dropped = stats.drop_nan_pairs(ref, cond)
-    n = r.size
-    if n < 2:
-        return _undecidable(threshold, n, dropped, "fewer than 2 paired scores", min_images)
+                    family_size: float, min_images: int, groups) -> Verdict:
+    r0 = np.asarray(ref, dtype=float)
+    (r, c, codes), dropped = stats.drop_nan_pairs(r0, cond, stats.group_codes(groups, r0.shape[-1]))
+    n_img = r.size
+    g, grp = _units(codes)
+    if g < 2:
+        return _undecidable(threshold, g, dropped, "fewer than 2 paired scores (or groups)", min_images, n_img)
     ref_mean, cond_mean = float(r.mean()), float(c.mean())
     if ref_mean <= 0:
-        return Verdict(ERROR, nan, nan, nan, nan, threshold, n,
+        return Verdict(ERROR, nan, nan, nan, nan, threshold, g,
                        f"reference mean is {ref_mean:.3g}: a percentage change is undefined on the 1..5 scale.",
-                       ref_mean=ref_mean, cond_mean=cond_mean, n_dropped=dropped)
+                       ref_mean=ref_mean, cond_mean=cond_mean, n_dropped=dropped, n_images=n_img)
     delta, psi = stats.paired_delta(r, c)
     delta = float(delta)
-    se = float(stats.standard_error(psi))
-    d = stats.band_decision(delta, se, n, lower=lower, upper=upper, alpha=alpha,
+    se = float(stats.standard_error(psi, grp))
+    d = stats.band_decision(delta, se, g, lower=lower, upper=upper, alpha=alpha,
                             family_size=family_size, min_images=min_images)
-    lo, hi = _delta_ci(r, c, seed, resamples)
-    conf = int(round((1 - 2 * alpha) * 100)) if np.isfinite(lower) and np.isfinite(upper) else int(round((1 - alpha) * 100))
-    if np.isfinite(lower) and np.isfinite(upper):
-        bounds = f"{conf}% interval [{d.bound_low:+.2f}, {d.bound_high:+.2f}]%"
-    elif np.isfinite(upper):
-        bounds = f"{conf}% upper bound {d.bound_high:+.2f}%"
-    else:
-        bounds = f"{conf}% lower bound {d.bound_low:+.2f}%"
-    reason = _reason(d.outcome, "mean score change", _fmt(delta), bounds, threshold, d.p_value, n, d.n_needed, min_images)
-    return Verdict(d.outcome, delta, lo, hi, d.p_value, threshold, n, reason,
+    reason = _reason(d.outcome, "mean score change", _fmt(delta), _bounds_txt(d, alpha) + "%", threshold,
+                     d.p_value, g, d.n_needed, min_images, n_img)
+    return Verdict(d.outcome, delta, d.bound_low, d.bound_high, d.p_value, threshold, g, reason,
                    n_needed=d.n_needed if d.outcome == INCONCLUSIVE else None,
-                   ref_mean=ref_mean, cond_mean=cond_mean, n_dropped=dropped)
+                   ref_mean=ref_mean, cond_mean=cond_mean, n_dropped=dropped, n_images=n_img)
 
 
-def relative_change(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_size: int = 1,
-                    min_images: int = 5, seed: int = 0, resamples: int = 2000) -> Verdict:
+def relative_change(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_size: float = 1,
+                    min_images: int = 5, seed: int = 0, resamples: int = 2000, groups=None) -> Verdict:
     """Two-sided equivalence: |delta| <= tol_pct, delta = (mean(cond) - mean(ref)) / mean(ref) * 100.
 
     ref, cond: ``(n,)`` paired per image. Used for corruption stability, metadata vs none,
@@ -144,12 +150,11 @@ def relative_change(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_si
     """
     tol = float(tol_pct)
     return _delta_property(ref, cond, lower=-tol, upper=tol, threshold=f"|delta| <= {tol:g}%",
-                           alpha=alpha, family_size=family_size, min_images=min_images,
-                           seed=seed, resamples=resamples)
+                           alpha=alpha, family_size=family_size, min_images=min_images, groups=groups)
 
 
-def no_inflation(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_size: int = 1,
-                 min_images: int = 5, seed: int = 0, resamples: int = 2000) -> Verdict:
+def no_inflation(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_size: float = 1,
+                 min_images: int = 5, seed: int = 0, resamples: int = 2000, groups=None) -> Verdict:
     """One-sided: delta <= +tol_pct (a worse image must not score higher than its original).
 
     Fail when delta is significantly above tol; pass when its one-sided (1 - alpha) upper bound
@@ -157,16 +162,15 @@ def no_inflation(ref, cond, *, tol_pct: float, alpha: float = 0.05, family_size:
     """
     tol = float(tol_pct)
     return _delta_property(ref, cond, lower=-math.inf, upper=tol, threshold=f"delta <= +{tol:g}%",
-                           alpha=alpha, family_size=family_size, min_images=min_images,
-                           seed=seed, resamples=resamples)
+                           alpha=alpha, family_size=family_size, min_images=min_images, groups=groups)
 
 
 _SEV_W = (np.arange(1, 6, dtype=float) - 3.0) / 10.0  # least-squares slope weights for x = 1..5
 
 
 def severity_response(ref, by_severity, *, trend_tol_pct: float, fall_required_pct: float | None = None,
-                      alpha: float = 0.05, family_size: int = 1, min_images: int = 5, seed: int = 0,
-                      resamples: int = 2000) -> Verdict:
+                      alpha: float = 0.05, family_size: float = 1, min_images: int = 5, seed: int = 0,
+                      resamples: int = 2000, groups=None) -> Verdict:
     """Score must not rise with severity, and (optionally) must fall enough at severity 5.
 
     ref: ``(n,)`` clean scores; by_severity: ``(5, n)`` scores at severities 1..5, paired by image.
@@ -183,49 +187,51 @@ def severity_response(ref, by_severity, *, trend_tol_pct: float, fall_required_p
     fall = None if fall_required_pct is None else float(fall_required_pct)
     tt = float(trend_tol_pct)
     threshold = f"trend <= +{tt:g}%/step" + (f" and delta_sev5 <= -{fall:g}%" if fall is not None else "")
-    (r, S), dropped = stats.drop_nan_pairs(ref, S)
-    n = r.size
+    r0 = np.asarray(ref, dtype=float)
+    (r, S, codes), dropped = stats.drop_nan_pairs(r0, S, stats.group_codes(groups, r0.shape[-1]))
+    n_img = r.size
+    n, grp = _units(codes)
     if n < 2:
-        return _undecidable(threshold, n, dropped, "fewer than 2 images scored at every severity", min_images)
+        return _undecidable(threshold, n, dropped, "fewer than 2 images (or groups) scored at every severity",
+                            min_images, n_img)
     ref_mean = float(r.mean())
     if ref_mean <= 0:
         return Verdict(ERROR, nan, nan, nan, nan, threshold, n, "reference mean <= 0: percentages undefined.",
-                       ref_mean=ref_mean, n_dropped=dropped)
+                       ref_mean=ref_mean, n_dropped=dropped, n_images=n_img)
     parts = 2 if fall is not None else 1
     fam = family_size * parts
     b = _SEV_W @ S  # (n,) per-image slope, score points per step
     slope, psi_s = stats.ratio_of_means(b, r)
     slope, psi_s = float(slope) * 100.0, psi_s * 100.0
-    d_trend = stats.band_decision(slope, float(stats.standard_error(psi_s)), n, upper=tt, alpha=alpha,
+    d_trend = stats.band_decision(slope, float(stats.standard_error(psi_s, grp)), n, upper=tt, alpha=alpha,
                                   family_size=fam, min_images=min_images)
     decisions = [d_trend]
     delta5, psi5 = stats.paired_delta(r, S[4])
     delta5 = float(delta5)
     if fall is not None:
-        d_fall = stats.band_decision(delta5, float(stats.standard_error(psi5)), n, upper=-fall, alpha=alpha,
+        d_fall = stats.band_decision(delta5, float(stats.standard_error(psi5, grp)), n, upper=-fall, alpha=alpha,
                                      family_size=fam, min_images=min_images)
         decisions.append(d_fall)
     outcome, p, n_needed = stats.combine(decisions)
-    if fall is not None:
-        statistic = delta5
-        lo, hi = _delta_ci(r, S[4], seed, resamples)
-    else:
-        statistic = slope
-        lo, hi = _ratio_ci(b, r, seed, resamples)
+    headline = decisions[1] if fall is not None else d_trend
+    statistic = delta5 if fall is not None else slope
+    lo, hi = headline.bound_low, headline.bound_high
     trend_txt = f"trend {slope:+.2f}%/step ({d_trend.outcome}, upper bound {d_trend.bound_high:+.2f})"
     fall_txt = (f"delta at severity 5 {delta5:+.2f}% ({decisions[1].outcome}, upper bound "
                 f"{decisions[1].bound_high:+.2f}, needs <= -{fall:g}%)" if fall is not None
                 else f"delta at severity 5 {delta5:+.2f}% (no fall required)")
+    nt = _n_txt(n, n_img)
     if outcome == PASS:
-        reason = f"{trend_txt}; {fall_txt}: within {threshold} (n={n})."
+        reason = f"{trend_txt}; {fall_txt}: within {threshold} ({nt})."
     elif outcome == FAIL:
-        reason = f"{trend_txt}; {fall_txt}: violates {threshold}, Bonferroni-adjusted p={p:.2g} (n={n})."
+        reason = f"{trend_txt}; {fall_txt}: violates {threshold}, Bonferroni-adjusted p={p:.2g} ({nt})."
     else:
-        short = f"only {n} images, below min_images={min_images}; " if n < min_images else ""
-        reason = f"{trend_txt}; {fall_txt}: undecided, {short}about {n_needed} paired images would decide."
+        short = f"only {nt}, below min_images={min_images}; " if n < min_images else ""
+        unit = "paired images" if n == n_img else "groups of images"
+        reason = f"{trend_txt}; {fall_txt}: undecided, {short}about {n_needed} {unit} would decide."
     return Verdict(outcome, statistic, lo, hi, p, threshold, n, reason,
                    n_needed=n_needed if outcome == INCONCLUSIVE else None,
-                   ref_mean=ref_mean, cond_mean=float(S[4].mean()), n_dropped=dropped)
+                   ref_mean=ref_mean, cond_mean=float(S[4].mean()), n_dropped=dropped, n_images=n_img)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -233,8 +239,14 @@ def severity_response(ref, by_severity, *, trend_tol_pct: float, fall_required_p
 
 def _distances(X: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Clean (n, D), corrupted (k, n, D) -> distance of each clean embedding to the clean
-    centroid (n,), and displacement of each image from its clean embedding (k, n)."""
-    return np.linalg.norm(X - X.mean(axis=0), axis=1), np.linalg.norm(E - X[None], axis=2)
+    centroid (n,), and displacement of each image from its clean embedding (k, n).
+
+    The distances to the sample centroid are scaled by sqrt(n / (n - 1)): the sample centroid
+    sits closer to every point than the true one (E||x_i - mean||^2 = (n - 1) / n * E||x_i - mu||^2),
+    which made the spread 0.89x too small at n = 5 and every relative displacement too large."""
+    n = X.shape[0]
+    scale = math.sqrt(n / (n - 1)) if n > 1 else 1.0
+    return scale * np.linalg.norm(X - X.mean(axis=0), axis=1), np.linalg.norm(E - X[None], axis=2)
 
 
 def relative_displacements(clean_emb, emb_by_severity) -> np.ndarray:
@@ -252,13 +264,14 @@ def relative_displacements(clean_emb, emb_by_severity) -> np.ndarray:
 
 
 def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha: float = 0.05,
-                          family_size: int = 1, min_images: int = 5, seed: int = 0,
-                          resamples: int = 2000, shrink_margin: float = 0.1) -> Verdict:
+                          family_size: float = 1, min_images: int = 5, seed: int = 0,
+                          resamples: int = 2000, shrink_margin: float = 0.1, groups=None) -> Verdict:
     """Corrupted embeddings stay near their clean image, and move more as damage grows.
 
     clean_emb: ``(n, D)``; emb_by_severity: ``(5, n, D)``.
     Relative displacement of image i at severity k: ``||e_k,i - e_clean,i|| / s`` with
-    ``s = mean_i ||e_clean,i - centroid||``, the typical spread between clean images (scale-free:
+    ``s = sqrt(n / (n - 1)) mean_i ||e_clean,i - centroid||``, the typical spread between clean
+    images, corrected for the centroid being estimated from the same images (scale-free:
     1.0 = as far as a typical other image, so models of any width compare). The mean at
     severity 1 is a ratio of means (delta-method SE, which accounts for s being estimated):
     fail if significantly > tolerance, pass if its (1 - alpha) upper bound is below it. Guard:
@@ -275,40 +288,43 @@ def embedding_consistency(clean_emb, emb_by_severity, *, tolerance: float, alpha
     threshold = f"displacement_sev1 <= {tol:g} (x clean spread), sev5 >= sev1 - {shrink_margin:g}"
     keep = np.isfinite(X).all(axis=1) & np.isfinite(E).all(axis=(0, 2))
     dropped = int(keep.size - keep.sum())
+    codes = stats.group_codes(groups, keep.size)[keep]
     X, E = X[keep], E[:, keep]
-    n = X.shape[0]
-    if n < 3:
-        return _undecidable(threshold, n, dropped, "fewer than 3 embedded images", min_images)
+    n_img = X.shape[0]
+    n, grp = _units(codes)
+    if n_img < 3 or n < 2:
+        return _undecidable(threshold, n, dropped, "fewer than 3 embedded images (or 2 groups)", min_images, n_img)
     dist, disp = _distances(X, E)
     s = float(dist.mean())
     if s <= 0:
         return _undecidable(threshold, n, dropped, "all clean embeddings are identical, so their spread is 0",
-                            min_images)
+                            min_images, n_img)
     q1, psi1 = stats.ratio_of_means(disp[0], dist)
     q1 = float(q1)
     fam = family_size * 2
-    d1 = stats.band_decision(q1, float(stats.standard_error(psi1)), n, upper=tol, alpha=alpha,
+    d1 = stats.band_decision(q1, float(stats.standard_error(psi1, grp)), n, upper=tol, alpha=alpha,
                              family_size=fam, min_images=min_images)
     grow = (disp[4] - disp[0]) / s
     g = float(grow.mean())
-    d_mono = stats.band_decision(g, float(stats.standard_error(grow)), n, lower=-float(shrink_margin), alpha=alpha,
-                                 family_size=fam, min_images=min_images, can_pass=False)
+    d_mono = stats.band_decision(g, float(stats.standard_error(grow, grp)), n, lower=-float(shrink_margin),
+                                 alpha=alpha, family_size=fam, min_images=min_images, can_pass=False)
     outcome, p, n_needed = stats.combine([d1, d_mono])
-    lo, hi = _ratio_ci(disp[0], dist, seed, resamples, scale=1.0)
     m5 = float(disp[4].mean() / s)
-    txt = (f"mean displacement at severity 1 {q1:.3f} x spread (upper bound {d1.bound_high:.3f}), "
+    txt = (f"mean displacement at severity 1 {q1:.3f} x spread ({_bounds_txt(d1, alpha)}), "
            f"at severity 5 {m5:.3f}")
+    nt = _n_txt(n, n_img)
     if outcome == PASS:
-        reason = f"{txt}: within {threshold} (n={n})."
+        reason = f"{txt}: within {threshold} ({nt})."
     elif outcome == FAIL:
         what = "too far" if d1.outcome == FAIL else "shrinks with severity"
-        reason = f"{txt}: {what}, Bonferroni-adjusted p={p:.2g} (n={n})."
+        reason = f"{txt}: {what}, Bonferroni-adjusted p={p:.2g} ({nt})."
     else:
-        short = f"only {n} images, below min_images={min_images}; " if n < min_images else ""
-        reason = f"{txt}: undecided against {tol:g}, {short}about {n_needed} images would decide."
-    return Verdict(outcome, q1, lo, hi, p, threshold, n, reason,
+        short = f"only {nt}, below min_images={min_images}; " if n < min_images else ""
+        unit = "images" if n == n_img else "groups of images"
+        reason = f"{txt}: undecided against {tol:g}, {short}about {n_needed} {unit} would decide."
+    return Verdict(outcome, q1, d1.bound_low, d1.bound_high, p, threshold, n, reason,
                    n_needed=n_needed if outcome == INCONCLUSIVE else None,
-                   ref_mean=s, cond_mean=m5, n_dropped=dropped)
+                   ref_mean=s, cond_mean=m5, n_dropped=dropped, n_images=n_img)
 
 
 def published_displacement(clean_emb, emb_by_severity) -> float:
@@ -360,13 +376,14 @@ def displacement_score_correlation(displacements, score_changes, seed: int = 0,
 # --------------------------------------------------------------------------- deterministic checks
 
 
-def repeatability(first, second, *, tolerance: float, alpha: float = 0.05, family_size: int = 1,
-                  min_images: int = 5, seed: int = 0, resamples: int = 2000) -> Verdict:
+def repeatability(first, second, *, tolerance: float, alpha: float = 0.05, family_size: float = 1,
+                  min_images: int = 5, seed: int = 0, resamples: int = 2000, groups=None) -> Verdict:
     """The same request twice must give the same score: max |first - second| <= tolerance.
 
     Deterministic, not statistical: one differing image fails. A NaN on one side only counts
     as a difference (inf); images NaN on both sides are dropped. ci = [max diff, max diff].
-    Fewer than min_images compared images and no difference: inconclusive.
+    Fewer than min_images compared images and no difference: inconclusive. ``groups`` is
+    accepted for a uniform call and not needed: no image is treated as a sample of another.
     """
     a = np.asarray(first, dtype=float)
     b = np.asarray(second, dtype=float)
@@ -385,7 +402,7 @@ def repeatability(first, second, *, tolerance: float, alpha: float = 0.05, famil
     mx = float(diff.max())
     n_bad = int((diff > tol).sum())
     means = dict(ref_mean=float(np.nanmean(a[use])) if fa[use].any() else nan,
-                 cond_mean=float(np.nanmean(b[use])) if fb[use].any() else nan)
+                 cond_mean=float(np.nanmean(b[use])) if fb[use].any() else nan, n_images=n)
     if n_bad:
         return Verdict(FAIL, mx, mx, mx, nan, threshold, n,
                        f"{n_bad} of {n} repeated requests changed score (max difference {mx:.3g}).",
@@ -400,13 +417,15 @@ def repeatability(first, second, *, tolerance: float, alpha: float = 0.05, famil
                    n_dropped=dropped, **means)
 
 
-def _rate_part(k: int, n: int, limit: float, alpha: float, fam: int, min_images: int) -> stats.Decision:
-    """Decide rate <= limit from k events in n trials (exact binomial)."""
+def _rate_part(k: float, n: int, limit: float, alpha: float, fam: float, min_images: int) -> stats.Decision:
+    """Decide rate <= limit from k events in n units (exact binomial; k may be fractional when a
+    unit is a group whose share of failed requests is in [0, 1]).
+    bound_low / bound_high: the (1 - 2 alpha) Clopper-Pearson interval."""
     if n == 0:
         return stats.Decision(INCONCLUSIVE, nan, nan, nan, max(2, min_images))
     rate = k / n
     p = stats.bonferroni(stats.binom_sf_ge(k, n, limit), fam) if rate > limit else 1.0
-    upper = stats.clopper_pearson_upper(k, n, alpha)
+    lower, upper = stats.clopper_pearson(k, n, 1.0 - 2.0 * alpha)
     if limit <= 0:
         outcome = FAIL if k > 0 else PASS
         p = 0.0 if k > 0 else 1.0
@@ -420,7 +439,9 @@ def _rate_part(k: int, n: int, limit: float, alpha: float, fam: int, min_images:
         outcome = INCONCLUSIVE
     need = None
     if outcome == INCONCLUSIVE:
-        if rate < limit:
+        if limit <= 0:  # deterministic part, undecided only for want of min_images
+            need = 0.0
+        elif rate < limit:
             if k == 0:
                 need = math.log(alpha) / math.log1p(-limit)
             else:
@@ -432,31 +453,48 @@ def _rate_part(k: int, n: int, limit: float, alpha: float, fam: int, min_images:
         need = stats._ceil_n(need, max(2, min_images))
         if need <= n:
             need = n + 1
-    return stats.Decision(outcome, p, nan, upper, need)
+    return stats.Decision(outcome, p, lower, upper, need)
+
+
+def _unit_events(events: np.ndarray, codes: np.ndarray) -> tuple[float, int]:
+    """Per-request events (m,) bool in units (m,) -> (sum over units of each unit's event share, units)."""
+    if events.size == 0:
+        return 0.0, 0
+    _, inv = np.unique(codes, return_inverse=True)
+    per_unit = np.bincount(inv, weights=events.astype(float)) / np.bincount(inv)
+    return float(per_unit.sum()), int(per_unit.size)
 
 
 def output_validity(parse_ok, scores, *, max_parse_failure_rate: float, max_out_of_range_rate: float,
-                    alpha: float = 0.05, family_size: int = 1, min_images: int = 5, seed: int = 0,
-                    resamples: int = 2000) -> Verdict:
+                    alpha: float = 0.05, family_size: float = 1, min_images: int = 5, seed: int = 0,
+                    resamples: int = 2000, groups=None) -> Verdict:
     """Answers must parse, and parsed scores must lie on the 1..5 scale.
 
-    parse_ok: ``(n,)`` bool per request; scores: ``(n,)`` (NaN where unparsed or failed).
-    A request with parse_ok=False or a NaN score counts as a parse failure; a finite score
-    outside [1, 5] counts as out of range (rate over the parsed answers). Per rate: fail when the
-    observed rate exceeds the limit and an exact one-sided binomial test rejects rate <= limit at
-    alpha / (2 * family_size); pass when the one-sided (1 - alpha) Clopper-Pearson upper bound is
-    <= the limit. Limit 0 is deterministic: any out-of-range answer fails, none passes.
-    statistic = parse-failure rate in %, CI = its 95 % Clopper-Pearson interval in %.
+    parse_ok: ``(m,)`` bool per request; scores: ``(m,)`` (NaN where unparsed or failed);
+    groups: ``(m,)`` the image (or group of images) each request shows. The requests of one
+    image are not independent trials (an image the judge cannot read fails all its prompts), so
+    the unit is the group: each contributes its share of failed requests, k = sum of shares over
+    n = number of groups. Without groups every request is its own unit (only right for requests
+    on distinct images). A request with parse_ok=False or a NaN score counts as a parse failure;
+    a finite score outside [1, 5] counts as out of range (over the parsed answers). Per rate:
+    fail when the rate exceeds the limit and an exact one-sided binomial test rejects
+    rate <= limit at alpha / (2 * family_size); pass when the one-sided (1 - alpha)
+    Clopper-Pearson upper bound is <= the limit (both with fractional k, the usual
+    conservative treatment of shares in [0, 1]). Limit 0 is deterministic: any out-of-range
+    answer fails, none passes. statistic = parse-failure rate in % (mean share per unit),
+    CI = its (1 - 2 alpha) Clopper-Pearson interval in %, whose upper end is the pass bound.
     """
     ok = np.asarray(parse_ok, dtype=bool)
     s = np.asarray(scores, dtype=float)
     if ok.shape != s.shape:
         raise ValueError(f"parse_ok and scores differ in shape: {ok.shape} != {s.shape}")
+    m = int(ok.size)
+    codes = stats.group_codes(groups, m)
     parsed = ok & np.isfinite(s)
-    n = int(ok.size)
-    k_pf = int(n - parsed.sum())
-    n_p = int(parsed.sum())
-    k_oor = int(((s[parsed] < 1.0) | (s[parsed] > 5.0)).sum())
+    k_pf, n = _unit_events(~parsed, codes)
+    oor = (s < 1.0) | (s > 5.0)
+    k_oor, n_p = _unit_events(oor[parsed], codes[parsed])
+    m_pf, m_p, m_oor = int(m - parsed.sum()), int(parsed.sum()), int(oor[parsed].sum())
     lpf, loor = float(max_parse_failure_rate), float(max_out_of_range_rate)
     threshold = f"parse failures <= {lpf * 100:g}%, out-of-range <= {loor * 100:g}%"
     fam = family_size * 2
@@ -464,38 +502,44 @@ def output_validity(parse_ok, scores, *, max_parse_failure_rate: float, max_out_
     d_oor = _rate_part(k_oor, n_p, loor, alpha, fam, min_images)
     outcome, p, n_needed = stats.combine([d_pf, d_oor])
     rate = 100.0 * k_pf / n if n else nan
-    lo, hi = stats.clopper_pearson(k_pf, n)
-    txt = f"{k_pf}/{n} unparsed ({rate:.1f}%), {k_oor}/{n_p} out of range"
+    unit = "requests" if n == m else "images (or groups)"
+    txt = f"{m_pf}/{m} unparsed ({rate:.1f}% per {unit[:-1]}), {m_oor}/{m_p} out of range, over {n} {unit}"
     if outcome == PASS:
         reason = f"{txt}: within {threshold} (upper bounds {d_pf.bound_high:.3f}, {d_oor.bound_high:.3f})."
     elif outcome == FAIL:
         reason = f"{txt}: violates {threshold}, Bonferroni-adjusted p={p:.2g}."
     else:
-        reason = f"{txt}: undecided against {threshold}; about {n_needed} requests would decide."
-    return Verdict(outcome, rate, lo * 100.0, hi * 100.0, p, threshold, n, reason,
+        reason = f"{txt}: undecided against {threshold}; about {n_needed} {unit} would decide."
+    return Verdict(outcome, rate, d_pf.bound_low * 100.0, d_pf.bound_high * 100.0, p, threshold, n, reason,
                    n_needed=n_needed if outcome == INCONCLUSIVE else None,
-                   cond_mean=float(s[parsed].mean()) if n_p else nan, n_dropped=0)
+                   cond_mean=float(s[parsed].mean()) if m_p else nan, n_dropped=0,
+                   n_images=n)
 
 
 # --------------------------------------------------------------------------- baseline (upgrade gate)
 
 
-def baseline_agreement(new, old, *, min_r: float, alpha: float = 0.05, family_size: int = 1,
-                       min_images: int = 5, seed: int = 0, resamples: int = 2000) -> Verdict:
+def baseline_agreement(new, old, *, min_r: float, alpha: float = 0.05, family_size: float = 1,
+                       min_images: int = 5, seed: int = 0, resamples: int = 2000, groups=None) -> Verdict:
     """The new model's per-image scores must correlate with the baseline's: Pearson r >= min_r.
 
     new, old: ``(n,)`` paired by image (NaN pairs dropped). Fisher z with SE 1/sqrt(n - 3):
     pass when the one-sided (1 - alpha) lower bound >= min_r; fail when the one-sided upper bound
-    at alpha / family_size is < min_r; else inconclusive. CI = Fisher-z 95 % interval.
+    at alpha / family_size is < min_r; else inconclusive. CI = Fisher-z (1 - 2 alpha) interval
+    (its lower end is the pass bound). With groups, r is still over images but the Fisher SE
+    uses the number of groups, 1/sqrt(G - 3) (images of one group are not independent pairs).
     A constant side leaves r undefined: inconclusive.
     """
-    (x, y), dropped = stats.drop_nan_pairs(new, old)
-    n = x.size
+    x0 = np.asarray(new, dtype=float)
+    (x, y, codes), dropped = stats.drop_nan_pairs(x0, old, stats.group_codes(groups, x0.shape[-1]))
+    n_img = x.size
+    n = stats.n_groups(codes)
     mr = float(min_r)
     threshold = f"r >= {mr:g}"
-    means = dict(ref_mean=float(y.mean()) if n else nan, cond_mean=float(x.mean()) if n else nan)
+    means = dict(ref_mean=float(y.mean()) if n else nan, cond_mean=float(x.mean()) if n else nan, n_images=n_img)
     if n < 4:
-        return _undecidable(threshold, n, dropped, "fewer than 4 paired scores", max(min_images, 4), **means)
+        return _undecidable(threshold, n, dropped, "fewer than 4 paired scores (or groups)", max(min_images, 4),
+                            **means)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         side = "new" if np.ptp(x) == 0 else "baseline"
         return Verdict(INCONCLUSIVE, nan, nan, nan, nan, threshold, n,
@@ -509,7 +553,7 @@ def baseline_agreement(new, old, *, min_r: float, alpha: float = 0.05, family_si
     lower_pass = math.tanh(z - stats.z_ppf(1 - alpha) * se)
     upper_fail = math.tanh(z + stats.z_ppf(1 - alpha / fam) * se)
     p = stats.bonferroni(stats.z_cdf((z - zmin) / se), fam)
-    lo, hi = stats.fisher_ci(r, n)
+    lo, hi = stats.fisher_ci(r, n, 1.0 - 2.0 * alpha)
     if upper_fail < mr:
         outcome = FAIL
     elif lower_pass >= mr and n >= min_images:
@@ -528,9 +572,11 @@ def baseline_agreement(new, old, *, min_r: float, alpha: float = 0.05, family_si
         if need <= n:
             need = n + 1
     if outcome == PASS:
-        reason = f"r={r:.3f}, one-sided {100 * (1 - alpha):g}% lower bound {lower_pass:.3f} >= {mr:g} (n={n})."
+        reason = (f"r={r:.3f}, one-sided {100 * (1 - alpha):g}% lower bound {lower_pass:.3f} >= {mr:g} "
+                  f"({_n_txt(n, n_img)}).")
     elif outcome == FAIL:
-        reason = f"r={r:.3f} below {mr:g}: upper bound {upper_fail:.3f}, Bonferroni-adjusted p={p:.2g} (n={n})."
+        reason = (f"r={r:.3f} below {mr:g}: upper bound {upper_fail:.3f}, Bonferroni-adjusted p={p:.2g} "
+                  f"({_n_txt(n, n_img)}).")
     else:
         reason = (f"r={r:.3f} (one-sided bounds {lower_pass:.3f}..{upper_fail:.3f}) undecided against {mr:g}; "
                   f"about {need} paired images would decide.")
@@ -538,8 +584,8 @@ def baseline_agreement(new, old, *, min_r: float, alpha: float = 0.05, family_si
 
 
 def baseline_noninferiority(new_ref, new_cond, old_ref, old_cond, *, margin_pct: float, alpha: float = 0.05,
-                            family_size: int = 1, min_images: int = 5, seed: int = 0,
-                            resamples: int = 2000) -> Verdict:
+                            family_size: float = 1, min_images: int = 5, seed: int = 0,
+                            resamples: int = 2000, groups=None) -> Verdict:
     """The new model may be at most margin_pct (percentage points) less stable than the baseline.
 
     new_ref, old_ref: ``(n,)``; new_cond, old_cond: ``(n,)`` or ``(k, n)`` (e.g. k severities of one
@@ -550,31 +596,32 @@ def baseline_noninferiority(new_ref, new_cond, old_ref, old_cond, *, margin_pct:
     of means over the same images: fail when significantly > margin, pass when the one-sided
     (1 - alpha) upper bound < margin. ref_mean / cond_mean carry the old / new instability (%).
     """
-    (nr, nc, orf, oc), dropped = stats.drop_nan_pairs(new_ref, new_cond, old_ref, old_cond)
+    nr0 = np.asarray(new_ref, dtype=float)
+    (nr, nc, orf, oc, codes), dropped = stats.drop_nan_pairs(nr0, new_cond, old_ref, old_cond,
+                                                              stats.group_codes(groups, nr0.shape[-1]))
     n = nr.size
+    n_units, grp = _units(codes)
     m = float(margin_pct)
     threshold = f"instability(new) - instability(old) <= +{m:g} points"
-    if n < 2:
-        return _undecidable(threshold, n, dropped, "fewer than 2 images scored by both models", min_images)
+    if n_units < 2:
+        return _undecidable(threshold, n_units, dropped, "fewer than 2 images (or groups) scored by both models",
+                            min_images, n)
     if nr.mean() <= 0 or orf.mean() <= 0:
-        return Verdict(ERROR, nan, nan, nan, nan, threshold, n, "a reference mean is <= 0: percentages undefined.",
-                       n_dropped=dropped)
+        return Verdict(ERROR, nan, nan, nan, nan, threshold, n_units, "a reference mean is <= 0: percentages undefined.",
+                       n_dropped=dropped, n_images=n)
     a_new = np.abs(nc - nr).reshape(-1, n).mean(axis=0)
     a_old = np.abs(oc - orf).reshape(-1, n).mean(axis=0)
     q_new, psi_new = stats.ratio_of_means(a_new, nr)
     q_old, psi_old = stats.ratio_of_means(a_old, orf)
     est = float(q_new - q_old) * 100.0
     psi = (psi_new - psi_old) * 100.0
-    d = stats.band_decision(est, float(stats.standard_error(psi)), n, upper=m, alpha=alpha,
+    d = stats.band_decision(est, float(stats.standard_error(psi, grp)), n_units, upper=m, alpha=alpha,
                             family_size=family_size, min_images=min_images)
-    bm = stats.bootstrap_means(np.stack([a_new, nr, a_old, orf], axis=1), seed, resamples)
-    lo, hi = stats.percentile_ci((bm[:, 0] / bm[:, 1] - bm[:, 2] / bm[:, 3]) * 100.0)
     reason = _reason(d.outcome, "extra instability", f"{est:+.2f} points (new {q_new * 100:.2f}%, old {q_old * 100:.2f}%)",
-                     f"{100 * (1 - alpha):g}% upper bound {d.bound_high:+.2f}", threshold, d.p_value, n,
-                     d.n_needed, min_images)
-    return Verdict(d.outcome, est, lo, hi, d.p_value, threshold, n, reason,
+                     _bounds_txt(d, alpha), threshold, d.p_value, n_units, d.n_needed, min_images, n)
+    return Verdict(d.outcome, est, d.bound_low, d.bound_high, d.p_value, threshold, n_units, reason,
                    n_needed=d.n_needed if d.outcome == INCONCLUSIVE else None,
-                   ref_mean=float(q_old) * 100.0, cond_mean=float(q_new) * 100.0, n_dropped=dropped)
+                   ref_mean=float(q_old) * 100.0, cond_mean=float(q_new) * 100.0, n_dropped=dropped, n_images=n)
 
 
 def family_correlation(scores_by_model: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:

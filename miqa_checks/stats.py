@@ -8,14 +8,18 @@ numpy (plus ``scipy.special`` for distribution functions, which is ~100x cheaper
 Pieces:
 
 - :func:`drop_nan_pairs` -- keep images scored on every side, count the rest.
+- :func:`group_codes` / :func:`n_groups` / :func:`standard_error` -- independent images, or
+  images in groups (source image, clip, series, patient) with a cluster-robust SE.
 - :func:`ratio_of_means` / :func:`paired_delta` -- a ratio of means and its per-image influence
   values (the delta method), e.g. the published ``(mean(c) - mean(r)) / mean(r) * 100``.
 - :func:`bootstrap_indices` / :func:`bootstrap_weights` / :func:`percentile_ci` -- seeded,
-  cached ``(B, n)`` resampling matrices and percentile intervals.
+  cached ``(B, n)`` resampling matrices and percentile intervals (used where no t rule
+  applies, e.g. a Spearman rho over cells).
 - :func:`t_cdf`, :func:`t_sf`, :func:`t_ppf`, :func:`z_ppf`, :func:`bonferroni`,
   :func:`fisher_z`, :func:`fisher_ci`, :func:`clopper_pearson`, :func:`binom_sf_ge`.
 - :func:`band_decision` / :func:`combine` -- the pass / fail / inconclusive rule for an estimate
-  with a standard error against a tolerance band, and for a cell made of several parts.
+  with a standard error against a tolerance band, and for a cell made of several parts;
+  :func:`n_to_decide` -- the units at which that same t rule decides.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from scipy import special
 N_CAP = 100_000
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
+#: The judge cannot provide what the property needs (e.g. embeddings from a served model).
+NOT_APPLICABLE = "not_applicable"
 
 
 # --------------------------------------------------------------------------- pairing
@@ -89,13 +95,45 @@ def paired_delta(ref: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndar
     return q * 100.0, psi * 100.0
 
 
-def standard_error(psi: np.ndarray) -> np.ndarray:
-    """sd(psi, ddof=1) / sqrt(n) along the last axis (NaN when n < 2)."""
+def group_codes(groups: Sequence[object] | np.ndarray | None, n: int) -> np.ndarray:
+    """Group labels ``(n,)`` (any hashable: source image, clip, series, patient) -> float codes
+    ``0 .. G-1`` ``(n,)``, so they can ride through :func:`drop_nan_pairs`. None: every image is
+    its own group (``arange(n)``)."""
+    if groups is None:
+        return np.arange(n, dtype=float)
+    g = np.asarray(groups, dtype=object).reshape(-1)
+    if g.size != n:
+        raise ValueError(f"groups has {g.size} entries for {n} images")
+    _, codes = np.unique(g.astype(str), return_inverse=True)
+    return codes.astype(float)
+
+
+def n_groups(codes: np.ndarray) -> int:
+    """Number of distinct groups among the (kept) images."""
+    return int(np.unique(np.asarray(codes)).size)
+
+
+def standard_error(psi: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Standard error of mean(psi) along the last axis (NaN when fewer than 2 units).
+
+    groups: ``(n,)`` codes from :func:`group_codes`, or None for independent images
+    (``sd(psi, ddof=1) / sqrt(n)``). With groups the SE is cluster-robust: psi is summed per
+    group, ``SE = sqrt(G / (G - 1) * sum_g S_g^2) / n`` (equal to the plain SE when every group
+    holds one image); refer it to t with G - 1 df (pass ``n = G`` to :func:`band_decision`).
+    """
     psi = np.asarray(psi, dtype=float)
     n = psi.shape[-1]
-    if n < 2:
+    if groups is None:
+        if n < 2:
+            return np.full(psi.shape[:-1], np.nan)
+        return psi.std(axis=-1, ddof=1) / math.sqrt(n)
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    g = int(inv.max()) + 1 if n else 0
+    if g < 2:
         return np.full(psi.shape[:-1], np.nan)
-    return psi.std(axis=-1, ddof=1) / math.sqrt(n)
+    centred = psi - psi.mean(axis=-1, keepdims=True)
+    sums = centred @ np.eye(g)[inv]  # (..., G): psi summed per group
+    return np.sqrt(g / (g - 1) * (sums**2).sum(axis=-1)) / n
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -180,11 +218,12 @@ def z_cdf(x: float) -> float:
     return float(special.ndtr(x))
 
 
-def bonferroni(p: float, family_size: int) -> float:
-    """min(1, p * family_size); NaN stays NaN."""
+def bonferroni(p: float, family_size: float) -> float:
+    """min(1, p * family_size); NaN stays NaN. family_size may be a weighted (effective) size
+    ``alpha / cell_alpha``, see :mod:`miqa_checks.families`; it is never taken below 1."""
     if not np.isfinite(p):
         return math.nan
-    return min(1.0, float(p) * max(1, int(family_size)))
+    return min(1.0, float(p) * max(1.0, float(family_size)))
 
 
 def fisher_z(r: float) -> float:
@@ -202,8 +241,8 @@ def fisher_ci(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
     return math.tanh(z - h), math.tanh(z + h)
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact two-sided binomial interval for k successes in n trials."""
+def clopper_pearson(k: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval for k successes in n trials (k may be fractional)."""
     if n <= 0:
         return math.nan, math.nan
     a = (1.0 - level) / 2.0
@@ -219,8 +258,9 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
     return 1.0 if k >= n else float(special.betaincinv(k + 1, n - k, 1.0 - alpha))
 
 
-def binom_sf_ge(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
+def binom_sf_ge(k: float, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), as the regularised incomplete beta I_p(k, n - k + 1),
+    which also defines it for a fractional k (a sum of per-group shares in [0, 1])."""
     if k <= 0:
         return 1.0
     if k > n:
@@ -229,7 +269,7 @@ def binom_sf_ge(k: int, n: int, p: float) -> float:
         return 0.0
     if p >= 1.0:
         return 1.0
-    return float(special.bdtrc(k - 1, n, p))
+    return float(special.betainc(k, n - k + 1, p))
 
 
 # --------------------------------------------------------------------------- decisions
@@ -241,8 +281,9 @@ class Decision:
 
     p_value: Bonferroni-adjusted one-sided p-value that the true value lies outside the band.
     bound_low / bound_high: the one-sided (1 - alpha) bounds (together the 1 - 2 alpha interval).
-    n_needed: images at which, with the observed estimate and SD, the part would be decided
-        (None when decided, or when the part can never pass and is not heading to fail).
+    n_needed: units (images, or groups when grouped) at which, with the observed estimate and
+        per-unit SD, the same t rule would decide (None when decided, or when the part can never
+        pass and is not heading to fail).
     """
 
     outcome: str
@@ -258,6 +299,32 @@ def _ceil_n(x: float, floor: int) -> int:
     return int(min(N_CAP, max(floor, math.ceil(x))))
 
 
+def n_to_decide(margin: float, sd: float, alpha_one_sided: float, floor: int = 2) -> int:
+    """Smallest n >= floor with ``t_{1 - a, n - 1} * sd / sqrt(n) < margin``: the units at which a
+    one-sided t test at level a, with this per-unit SD, separates an estimate ``margin`` away
+    from a band edge (the rule :func:`band_decision` applies). N_CAP when never (margin <= 0)."""
+    floor = max(2, int(floor))
+    if not margin > 0 or not np.isfinite(sd):
+        return N_CAP
+    if sd <= 0:
+        return floor
+
+    def ok(m: int) -> bool:
+        return t_ppf(1.0 - alpha_one_sided, m - 1) * sd / math.sqrt(m) < margin
+
+    if ok(floor):
+        return floor
+    lo, hi = floor, floor * 2
+    while not ok(hi):
+        if hi >= N_CAP:
+            return N_CAP
+        lo, hi = hi, min(N_CAP, hi * 2)
+    while hi - lo > 1:  # ok(hi), not ok(lo); t * sd / sqrt(m) falls with m
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
 def band_decision(
     est: float,
     se: float,
@@ -266,22 +333,25 @@ def band_decision(
     lower: float = -math.inf,
     upper: float = math.inf,
     alpha: float,
-    family_size: int,
+    family_size: float,
     min_images: int,
     can_pass: bool = True,
 ) -> Decision:
     """Pass / fail / inconclusive for an estimate against the band ``lower <= theta <= upper``.
 
-    est, se: the estimate and its standard error from n images (t with n - 1 df).
-    FAIL when the Bonferroni-adjusted (x family_size) one-sided p-value that theta lies outside
-    the band is < alpha. PASS when the one-sided (1 - alpha) bounds both lie strictly inside
-    the band (two one-sided tests; a per-cell level, since a pass is not a false alarm).
-    INCONCLUSIVE otherwise, and always when n < min_images. ``can_pass=False`` makes a
-    fail-only guard (never passes by itself; "not failed" is reported as pass).
+    est, se: the estimate and its standard error from n independent units (images, or groups
+    of images; t with n - 1 df).
+    FAIL when the weighted-Bonferroni-adjusted (x family_size = alpha / cell alpha) one-sided
+    p-value that theta lies outside the band is < alpha. PASS when the one-sided (1 - alpha)
+    bounds both lie strictly inside the band (two one-sided tests; a per-cell level, since a
+    pass is not a false alarm). INCONCLUSIVE otherwise, and always when n < min_images.
+    ``bound_low`` / ``bound_high`` are the (1 - 2 alpha) t interval the reports print, so a pass
+    is exactly "that interval lies inside the band". ``can_pass=False`` makes a fail-only guard
+    (never passes by itself; "not failed" is reported as pass).
     """
     est = float(est)
     se = float(se)
-    family_size = max(1, int(family_size))
+    family_size = max(1.0, float(family_size))
     if n < 2 or not np.isfinite(est) or not np.isfinite(se):
         return Decision(INCONCLUSIVE, math.nan, math.nan, math.nan, max(2, min_images))
     df = n - 1
@@ -308,22 +378,14 @@ def band_decision(
     would_fail = p_adj < alpha
     would_pass = (b_lo > lower) and (b_hi < upper) if can_pass else not would_fail
 
-    # n at which the observed effect would decide (normal approximation, as documented).
+    # n at which the same t rule, with the observed estimate and per-unit SD, would decide.
     sd = se * math.sqrt(n)
+    floor = max(2, min_images)
+    n_needed: int | None
     if inside:
-        if can_pass:
-            margin = min(upper - est, est - lower)
-            need = (z_ppf(1.0 - alpha) * sd / margin) ** 2 if sd > 0 else 0.0
-            n_needed: int | None = _ceil_n(need, max(2, min_images))
-        else:
-            n_needed = None
+        n_needed = n_to_decide(min(upper - est, est - lower), sd, alpha, floor) if can_pass else None
     else:
-        margin = max(est - upper, lower - est)
-        if margin <= 0:
-            n_needed = N_CAP
-        else:
-            need = (z_ppf(1.0 - alpha / family_size) * sd / margin) ** 2 if sd > 0 else 0.0
-            n_needed = _ceil_n(need, max(2, min_images))
+        n_needed = n_to_decide(max(est - upper, lower - est), sd, alpha / family_size, floor)
 
     if n < min_images:
         return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, n_needed if n_needed is not None else min_images)
@@ -331,8 +393,6 @@ def band_decision(
         return Decision(FAIL, p_adj, b_lo, b_hi, None)
     if would_pass:
         return Decision(PASS, p_adj, b_lo, b_hi, None)
-    if n_needed is not None and n_needed <= n:  # normal approx says decided; t says not yet
-        n_needed = n + 1
     return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, n_needed)
 
 

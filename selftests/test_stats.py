@@ -101,22 +101,21 @@ def test_bootstrap_matrices_seeded_cached_readonly():
     assert np.allclose(w @ x, x[a].mean(1))
 
 
-def test_bootstrap_and_t_interval_coverage():
-    """Percentile-bootstrap 95 % CI and the t-based 90 % (TOST) interval cover the true delta."""
+def test_printed_interval_is_the_t_interval_and_covers():
+    """The printed CI is the t-based 90 % (TOST) interval of the decision, and covers the true delta."""
     rng = np.random.default_rng(12345)
     true_delta = -10.0  # E[c] = 0.9 E[r]
     reps, n = 400, 40
-    boot_hits = t_hits = 0
+    t_hits = 0
     for i in range(reps):
         r = rng.normal(3.5, 0.6, n)
         c = 0.9 * r + rng.normal(0.0, 0.25, n)
         v = P.relative_change(r, c, tol_pct=10, seed=i, resamples=1000)
-        boot_hits += v.ci_low <= true_delta <= v.ci_high
         delta, psi = stats.paired_delta(r, c)
         se = stats.standard_error(psi)
         h = stats.t_ppf(0.95, n - 1) * se
+        assert (v.ci_low, v.ci_high) == pytest.approx((delta - h, delta + h))
         t_hits += delta - h <= true_delta <= delta + h
-    assert 0.91 <= boot_hits / reps <= 0.98
     assert 0.85 <= t_hits / reps <= 0.94
 
 
@@ -140,18 +139,6 @@ def test_band_decision_basic_cases():
     assert stats.band_decision(13.0, 1.2, 64, upper=10, **common).outcome == "fail"
     big = stats.band_decision(13.0, 1.2, 64, upper=10, alpha=0.05, family_size=1000, min_images=5)
     assert big.outcome == "inconclusive" and big.p_value > 0.05
-
-
-def test_n_needed_decides_at_that_n():
-    """Same mean and SD at n_needed images: the rule decides (within the normal/t slack)."""
-    for est, sd in [(7.0, 12.0), (12.5, 15.0)]:
-        d = stats.band_decision(est, sd / math.sqrt(10), 10, lower=-10, upper=10, alpha=0.05,
-                                family_size=50, min_images=5)
-        assert d.outcome == "inconclusive"
-        n2 = int(d.n_needed * 1.1) + 3
-        d2 = stats.band_decision(est, sd / math.sqrt(n2), n2, lower=-10, upper=10, alpha=0.05,
-                                 family_size=50, min_images=5)
-        assert d2.outcome == ("pass" if est < 10 else "fail")
 
 
 # --------------------------------------------------------------------------- verdict invariants (Hypothesis)
