@@ -34,8 +34,9 @@ Knobs (defaults in brackets)
 ``noise=<sd>`` [0.02]        per-request multiplicative Gaussian noise (SD 2 %), seeded from
                              (seed, dataset, image_id, condition, prompt_id) -- not from ``repeat``, so
                              the same request twice gives the same score.
-``nondeterminism=<sd>`` [0]  extra multiplicative Gaussian noise drawn afresh on every call (breaks
-                             repeatability; the stream is seeded, so a whole run is still reproducible).
+``nondeterminism=<sd>`` [0]  extra multiplicative Gaussian noise that differs between the two copies
+                             of a request (seeded from the request *and* its ``repeat``, so it breaks
+                             repeatability while a request's score never depends on its batch or order).
 ``parse_fail=<rate>`` [0]    that fraction of requests (chosen by a seeded hash of the request)
                              returns parse_ok=False, score NaN, raw_text "I am unable to rate this image.".
 ``seed=<int>`` [the run seed, ``--miqa-seed``]
@@ -78,7 +79,7 @@ from ..records import ScoreRequest, ScoreResult
 from .base import SCORING_METHODS, Judge, JudgeSettings
 
 #: Judge behaviour version: enters identity(), so a change here never reuses cached scores.
-SIM_VERSION = "simulated-v1"
+SIM_VERSION = "simulated-v2"  # v2: nondeterminism keyed by the request, not drawn in order
 
 CORRUPTIONS = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur", "pixelation", "zoom_blur")
 
@@ -314,7 +315,6 @@ class SimulatedJudge(Judge):
         self.seed = int(self.knobs["seed"])
         self._attr_phrases = [(ATTRIBUTES[a], pct) for a, pct in self.knobs["attr"].items()]
         self._para_texts = list(PARAPHRASES.values())
-        self._nondet_rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xD1CE])
 
     # -- Judge API
     def identity(self) -> str:
@@ -409,5 +409,5 @@ class SimulatedJudge(Judge):
         if k["noise"] > 0:
             factor *= 1.0 + k["noise"] * _hash_normal("noise", *rid)
         if k["nondeterminism"] > 0:
-            factor *= 1.0 + k["nondeterminism"] * float(self._nondet_rng.standard_normal())
+            factor *= 1.0 + k["nondeterminism"] * _hash_normal("nondeterminism", *rid, m.repeat)
         return thumb, float(min(5.0, max(1.0, score * factor))), False
