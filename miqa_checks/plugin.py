@@ -46,6 +46,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"miqa_{dest}", default=None, help=help_text, **kwargs)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """``--miqa-data /x`` (a space): pytest chose its rootdir and ini with /x as a test path; redo it."""
+    from .cli_paths import correct_setup
+
+    correct_setup(early_config, args, [flag for flag, (_, kwargs, _) in _OPTIONS.items() if kwargs.get("action") != "store_const"])
+
+
 class MiqaState:
     """Per-process state: settings, the planned matrix, and (controller side) collected results."""
 
