@@ -33,7 +33,8 @@ DEFAULT: dict[str, Any] = {
     # Severity response: the mean score may not rise by more than this per severity step.
     "trend_tolerance_pct": 1.0,
     # A judge must notice heavy damage: at severity 5 these corruptions must lower the score by
-    # at least this much. Brightness +0.5 is a legitimate exposure change, not damage.
+    # at least this much (5 % = a sixth of a level at a mean of 3.5, just above one rater's
+    # rounding). Which corruptions, and why, is FALL_REQUIRED_REASONS below; brightness has none.
     "fall_required_pct": {
         "contrast": 5.0,
         "gaussian_noise": 5.0,
@@ -60,6 +61,22 @@ DEFAULT: dict[str, Any] = {
     # extra instability a new model may show against the baseline, paired by image.
     "baseline_min_correlation": 0.67,
     "baseline_margin_pct": 5.0,
+}
+
+#: Why a quality judge must score an image lower at severity 5 (ImageNet-C parameters,
+#: conditions/imagenet_c.py), or why it need not. Every audited corruption has an entry; one with
+#: a floor in ``fall_required_pct`` must say why the damage removes what a rater grades.
+FALL_REQUIRED_REASONS: dict[str, str] = {
+    "brightness": "no floor: +0.5 of the range is an exposure change a reader undoes with the window; "
+                  "a judge may reasonably keep its score (only a rise is checked, by the trend part)",
+    "contrast": "floor: factor 0.05 squeezes the range 20x, leaving about 13 grey levels of 8 bits; "
+                "low-contrast lesions vanish",
+    "gaussian_noise": "floor: sigma 0.38 of the range buries structures below a third of the range in noise",
+    "impulse_noise": "floor: 27 % of the pixels replaced by salt and pepper",
+    "motion_blur": "floor: a 20-pixel kernel (sigma 15) smears every edge narrower than the kernel",
+    "pixelation": "floor: factor 0.25 keeps one pixel in 16 (4 x 4 blocks); detail below 4 pixels is gone. "
+                  "Milder severities (0.6-0.4) are not required to fall: a judge may not see them at its input size",
+    "zoom_blur": "floor: averaging zooms up to 1.31x blurs everything away from the centre radially",
 }
 
 #: The published protocol: paper prompt, generate + parse, severities pooled in the report.
