@@ -1,11 +1,12 @@
-"""Time miqa_checks.corruptions against imagecorruptions on the same real images.
+"""Time the ImageNet-C set of miqa_checks.conditions against imagecorruptions on the same real images.
 
-    python -m benchmarks.bench_corruptions [--repeats 5] [--json out.json]
+    python -m benchmarks.bench_corruptions [--repeats 5] [--rgb224] [--json out.json]
 
 Images: the embedded samples (``miqa_checks.data.load_all(["samples"])``), else
 skimage's camera (grey) and astronaut / retina (RGB) at 224 x 224. Images with a side
 under 32 px are left out (imagecorruptions refuses them). Grey images go to
 imagecorruptions stacked to three channels (it requires that) and to ours as grey.
+``--rgb224``: the same images as MediMeta-C stores them, resized to 224 x 224 RGB.
 
 One timing = every image x all five severities of one corruption. Each repeat times
 ours and the reference back to back; one untimed warm-up pass fills the caches
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from miqa_checks import corruptions
+from miqa_checks import conditions as corruptions
 
 REF_NAMES = {"pixelation": "pixelate"}
 MIN_REF_SIDE = 32
@@ -50,6 +51,15 @@ def load_images() -> tuple[list[np.ndarray], str]:
     kept = [im for im in images if min(im.shape[:2]) >= MIN_REF_SIDE]
     grey = sum(im.ndim == 2 for im in kept)
     return kept, f"{source}: {len(kept)} images ({grey} grey, {len(kept) - grey} RGB)"
+
+
+def as_rgb224(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The images in MediMeta-C's format: 224 x 224 x 3 uint8 (grey stacked, then resized bilinearly)."""
+    out = []
+    for im in images:
+        rgb = im if im.ndim == 3 else np.stack([im] * 3, axis=-1)
+        out.append(np.asarray(Image.fromarray(rgb).resize((224, 224), Image.Resampling.BILINEAR)))
+    return out
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -77,7 +87,7 @@ def run(images: Sequence[np.ndarray], repeats: int = 5) -> list[dict]:
                 corrupt(im, severity=sev, corruption_name=ref_name)
 
     rows = []
-    for name in corruptions.CORRUPTIONS:
+    for name in corruptions.ids("imagenet_c"):
         ours(name)  # warm-up: imports, cached tables and operators
         reference(name)
         t_ours, t_ref = [], []
@@ -117,9 +127,12 @@ def format_table(rows: Sequence[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per corruption (default 5)")
+    parser.add_argument("--rgb224", action="store_true", help="time on 224 x 224 RGB copies (MediMeta-C's format)")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     images, described = load_images()
+    if args.rgb224:
+        images, described = as_rgb224(images), f"{described}, as 224 x 224 RGB"
     print(f"images: {described}; repeats: {args.repeats}")
     rows = run(images, repeats=args.repeats)
     print(format_table(rows))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .errors import MiqaUsageError
 from .profiles import PROFILES
 
-CORRUPTION_IDS = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur", "pixelation", "zoom_blur")
+from .conditions import ids as corruption_ids  # the one list of corruption ids: the registry
 
 
 def _number(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Callable[[Any], Any]:
@@ -62,9 +62,9 @@ def _per_severity(value: Any) -> list[float]:
 def _per_corruption(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a table of corruption -> percent, got {value!r}")
-    unknown = sorted(set(value) - set(CORRUPTION_IDS))
+    unknown = sorted(set(value) - set(corruption_ids()))
     if unknown:
-        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTION_IDS)}")
+        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(corruption_ids())}")
     return {k: _number(0, 100)(v) for k, v in value.items()}
 
 

@@ -160,7 +160,7 @@ class Engine:
     def _condition_params(self, dataset: str, condition: str) -> dict[str, Any]:
         if condition == CLEAN:
             return {}
-        from .corruptions import parameters, parse_condition
+        from .conditions import parameters, parse_condition
 
         name, severity = parse_condition(condition)
         source = self.settings["corruption_source"]
@@ -266,7 +266,7 @@ class Engine:
         )
 
     def _condition_image(self, dataset: str, record: ImageRecord, condition: str) -> np.ndarray:
-        from .corruptions import apply, parse_condition
+        from .conditions import apply, parse_condition
 
         name, severity = parse_condition(condition)
         if self.settings["corruption_source"] == "precorrupted":

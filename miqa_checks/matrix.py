@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .config import CORRUPTION_IDS
+from .conditions import audit_ids
 from .prompts import ATTRIBUTE_PAIRS, ATTRIBUTES, BASE_PROMPT_ID, PARAPHRASES
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -122,7 +122,7 @@ class Cell:
         if prop == "repeatability":
             return [base, RequestSpec(CLEAN, repeat=1)]
         if prop in ("output_validity", "baseline_agreement"):
-            return [base, *(RequestSpec(condition_id(c, s)) for c in CORRUPTION_IDS for s in SEVERITIES)]
+            return [base, *(RequestSpec(condition_id(c, s)) for c in audit_ids() for s in SEVERITIES)]
         raise KeyError(f"unknown property {prop!r}")
 
     def row(self) -> dict[str, Any]:
@@ -155,19 +155,19 @@ def plan_cells(
             def add(prop: str, **kw: Any) -> None:
                 cells.append(Cell(prop, model, dataset, modality, **kw))
 
-            for c in CORRUPTION_IDS:
+            for c in audit_ids():
                 for s in SEVERITIES:
                     add("corruption_stability", corruption=c, severity=s)
-            for c in CORRUPTION_IDS:
+            for c in audit_ids():
                 add("severity_response", corruption=c)
-            for c in CORRUPTION_IDS:
+            for c in audit_ids():
                 for s in SEVERITIES:
                     add("no_inflation", corruption=c, severity=s)
             for attribute in ATTRIBUTES:
                 add("metadata_invariance", variant=attribute)
             for group in ATTRIBUTE_PAIRS:
                 add("metadata_pair_invariance", variant=group)
-            for c in CORRUPTION_IDS:
+            for c in audit_ids():
                 add("embedding_consistency", corruption=c)
             for paraphrase in PARAPHRASES:
                 add("paraphrase_invariance", variant=paraphrase)
@@ -175,7 +175,7 @@ def plan_cells(
             add("output_validity")
             if with_baseline:
                 add("baseline_agreement")
-                for c in CORRUPTION_IDS:
+                for c in audit_ids():
                     add("baseline_noninferiority", corruption=c)
     return cells
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from miqa_checks.report import as_float, unique_plot_name
+from miqa_checks.conditions import ids as corruption_ids
 from miqa_checks.safe_io import atomic_write_bytes, scrub
 
-CORRUPTION_ORDER = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur",
-                    "pixelation", "zoom_blur")
 _VERDICT_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#757575",
                   "error": "#000000"}
 
@@ -171,7 +170,7 @@ def plot_heatmaps(report_dir: Path, model: str, cells: list[dict], used: set[str
     vmax = 0.0
     for ds in datasets:
         dc = [c for c in value_cells if str(c.get("dataset") or "") == ds]
-        cors = _ordered((str(c.get("corruption")) for c in dc), CORRUPTION_ORDER)
+        cors = _ordered((str(c.get("corruption")) for c in dc), corruption_ids())  # registry order
         sevs = sorted({_sev(c.get("severity")) for c in dc})
         grid = [[math.nan] * len(sevs) for _ in cors]
         for c in dc:

@@ -1,4 +1,4 @@
-"""Self-tests of miqa_checks.corruptions: contract, determinism, severity ordering, fidelity
+"""Self-tests of the ImageNet-C set of miqa_checks.conditions: contract, determinism, severity ordering, fidelity
 against imagecorruptions (the ImageNet-C reference implementation)."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from miqa_checks import corruptions as C
-from miqa_checks._corruption_kernels import _gaussian_table
+from miqa_checks import conditions as C
+from miqa_checks.conditions.kernels import _gaussian_table
+
+SEVEN = C.ids("imagenet_c")
 
 RANDOM = ("gaussian_noise", "impulse_noise", "motion_blur")
 DETERMINISTIC = ("brightness", "contrast", "pixelation", "zoom_blur")
@@ -46,7 +48,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_constants() -> None:
-    assert C.CORRUPTIONS == (
+    assert SEVEN == (
         "brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur", "pixelation", "zoom_blur"
     )
     assert C.SEVERITIES == (1, 2, 3, 4, 5)
@@ -55,7 +57,7 @@ def test_constants() -> None:
 
 def test_parameters_json_and_protocol_values() -> None:
     for params in C.PARAMETER_SETS:
-        for name in C.CORRUPTIONS:
+        for name in SEVEN:
             for sev in C.SEVERITIES:
                 p = C.parameters(name, sev, params)
                 assert json.loads(json.dumps(p)) == p
@@ -70,7 +72,7 @@ def test_parameters_json_and_protocol_values() -> None:
         "factor": 0.25, "upsample": "nearest",
     }
     z = C.parameters("zoom_blur", 5)
-    assert np.allclose(C._zooms(z), np.arange(1, 1.31, 0.03))
+    assert np.allclose(np.arange(z["zoom_start"], z["zoom_stop"], z["zoom_step"]), np.arange(1, 1.31, 0.03))
 
 
 def test_medmnist_c_profile() -> None:
@@ -82,7 +84,7 @@ def test_medmnist_c_profile() -> None:
     assert (other["factor"], other["upsample"], other["source"]) == (0.5, "box", "medmnist_c")
     assert C.parameters("pixelation", 1, "medmnist_c", "oct")["source"] == "medmnist_c:oct"
     # everything else falls back to the ImageNet-C values
-    for name in set(C.CORRUPTIONS) - {"pixelation"}:
+    for name in set(SEVEN) - {"pixelation"}:
         a, b = C.parameters(name, 3), C.parameters(name, 3, "medmnist_c", "oct")
         assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
     img = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
@@ -92,7 +94,7 @@ def test_medmnist_c_profile() -> None:
 
 
 def test_condition_ids() -> None:
-    for name in C.CORRUPTIONS:
+    for name in SEVEN:
         for sev in C.SEVERITIES:
             cid = C.condition_id(name, sev)
             assert C.parse_condition(cid) == (name, sev)
@@ -163,7 +165,7 @@ def images(draw) -> np.ndarray:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(image=images(), name=st.sampled_from(C.CORRUPTIONS), severity=st.sampled_from(C.SEVERITIES),
+@given(image=images(), name=st.sampled_from(SEVEN), severity=st.sampled_from(C.SEVERITIES),
        seed=st.integers(0, 2**31), params=st.sampled_from(C.PARAMETER_SETS))
 def test_shape_dtype_determinism(image: np.ndarray, name: str, severity: int, seed: int, params: str) -> None:
     before = image.copy()
@@ -175,7 +177,7 @@ def test_shape_dtype_determinism(image: np.ndarray, name: str, severity: int, se
     assert out.tobytes() == again.tobytes()
 
 
-@pytest.mark.parametrize("name", C.CORRUPTIONS)
+@pytest.mark.parametrize("name", SEVEN)
 def test_smallest_images_every_severity(name: str) -> None:
     rng = np.random.default_rng(1)
     for shape in [(8, 8), (8, 8, 3), (8, 40), (41, 8, 3)]:
@@ -199,11 +201,11 @@ def test_non_contiguous_input() -> None:
     rng = np.random.default_rng(2)
     big = rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)
     view = big[::2, ::3]
-    for name in C.CORRUPTIONS:
+    for name in SEVEN:
         assert np.array_equal(C.apply(view, name, 3, seed=4), C.apply(view.copy(), name, 3, seed=4))
 
 
-@pytest.mark.parametrize("name", C.CORRUPTIONS)
+@pytest.mark.parametrize("name", SEVEN)
 def test_batch_equals_single_any_order(name: str) -> None:
     rng = np.random.default_rng(3)
     imgs = [
@@ -240,19 +242,19 @@ def test_seed_and_content_drive_the_draws(name: str) -> None:
 def test_same_bytes_in_a_fresh_process() -> None:
     code = (
         "import hashlib, numpy as np\n"
-        "from miqa_checks import corruptions as C\n"
+        "from miqa_checks import conditions as C\n"
         "img = np.random.default_rng(7).integers(0, 256, (37, 45, 3), dtype=np.uint8)\n"
         "h = hashlib.sha256()\n"
-        "for n in C.CORRUPTIONS:\n"
+        "for n in C.ids('imagenet_c'):\n"
         "    h.update(C.apply(img, n, 4, seed=11).tobytes())\n"
         "print(h.hexdigest())\n"
     )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     img = np.random.default_rng(7).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     h = hashlib.sha256()
-    for n in reversed(C.CORRUPTIONS):  # different order here, same per-call result
+    for n in reversed(SEVEN):  # different order here, same per-call result
         C.apply(img, n, 2, seed=3)
-    for n in C.CORRUPTIONS:
+    for n in SEVEN:
         h.update(C.apply(img, n, 4, seed=11).tobytes())
     assert child.stdout.strip() == h.hexdigest()
 
@@ -260,7 +262,7 @@ def test_same_bytes_in_a_fresh_process() -> None:
 # ------------------------------------------------------------- severity ordering
 
 
-@pytest.mark.parametrize("name", C.CORRUPTIONS)
+@pytest.mark.parametrize("name", SEVEN)
 def test_distortion_grows_with_severity(name: str, real_images: dict[str, np.ndarray]) -> None:
     """Mean absolute error vs clean is non-decreasing in severity (1 % / 0.2 level slack).
 
@@ -316,7 +318,7 @@ def test_fidelity_motion_blur_same_angle(ic, monkeypatch, real_images: dict[str,
     """
     for key, img in real_images.items():
         for sev in C.SEVERITIES:
-            angle = C._motion_angle(img, sev, 0)
+            angle = float(C.rng_for(img, "motion_blur", sev, 0).uniform(-45, 45))
             monkeypatch.setattr(ic.corruptions.np.random, "uniform", lambda *a, _x=angle, **k: _x)
             ref = _reference(ic, img, "motion_blur", sev)
             monkeypatch.undo()

@@ -24,7 +24,7 @@ from miqa_checks.prompts import build_prompt
 from miqa_checks.records import RequestMeta, ScoreRequest
 
 try:  # the real corruption module, when present
-    from miqa_checks.corruptions import apply as _real_apply
+    from miqa_checks.conditions import apply as _real_apply
 except Exception:  # pragma: no cover - depends on the checkout
     _real_apply = None
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from miqa_checks.corruptions import apply, parse_condition
+from miqa_checks.conditions import apply, parse_condition
 from miqa_checks.data import load_all
 from miqa_checks.evaluate import evaluate_cell
 from miqa_checks.judges import JudgeSettings

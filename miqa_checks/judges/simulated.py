@@ -77,11 +77,12 @@ from ..errors import MiqaUsageError
 from ..prompts import ATTRIBUTES, PARAPHRASES, parse_rating
 from ..records import ScoreRequest, ScoreResult
 from .base import SCORING_METHODS, Judge, JudgeSettings
+from ..conditions import ids as corruption_ids
 
 #: Judge behaviour version: enters identity(), so a change here never reuses cached scores.
 SIM_VERSION = "simulated-v2"  # v2: nondeterminism keyed by the request, not drawn in order
 
-CORRUPTIONS = ("brightness", "contrast", "gaussian_noise", "impulse_noise", "motion_blur", "pixelation", "zoom_blur")
+CORRUPTIONS = corruption_ids("imagenet_c")  # the registry's ImageNet-C set
 
 #: The robust response: multiplicative change in % at severities 1..5.
 ROBUST_RESPONSE_PCT: dict[str, tuple[float, ...]] = {
