@@ -27,13 +27,14 @@ from .config import Settings
 from .errors import JudgeError
 from .matrix import CLEAN, Cell, RequestSpec, model_label
 from .prompts import MEDGEMMA_SYSTEM_PROMPT, build_prompt
-from .records import ImageRecord, RequestMeta, ScoreRequest, ScoreResult
+from .records import CONDITION_FAILED, ImageRecord, RequestMeta, ScoreRequest, ScoreResult
 
 #: A worker whose heartbeat is older than this is presumed dead; its keys are computed by others.
 STALE_AFTER_S = 60.0
 HEARTBEAT_EVERY_S = 5.0
-#: Reason prefix of a request whose condition image could not be made (e.g. too small to corrupt).
-CONDITION_FAILED = "condition "
+#: Most bytes of source images one batch may hold; a batch's condition images are made from them
+#: at once, so this bounds a batch's image memory (a batch always holds at least one request).
+MAX_BATCH_IMAGE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Engine:
         self.used: dict[str, WorkItem] = {}
         self.inferred = 0  # requests this process sent to a judge
         self._waiting_since: dict[str, float] = {}  # peer worker -> when we first found it absent
+        self._owners: dict[str, int] = {}  # request key -> worker index of its planned batch
 
     # ---------------------------------------------------------------- data
     def datasets(self) -> dict[str, Any]:
@@ -194,7 +196,9 @@ class Engine:
         return self._items[index]
 
     def _owner(self, key: str) -> int:
-        return int(key[:8], 16) % self.worker_count
+        """The worker computing ``key``: the owner of its batch once planned, else by key hash."""
+        owner = self._owners.get(key)
+        return owner if owner is not None else int(key[:8], 16) % self.worker_count
 
     # ---------------------------------------------------------------- planning and computing
     def plan(self, cells: Iterable[Cell]) -> list[WorkItem]:
@@ -216,10 +220,20 @@ class Engine:
         return items
 
     def prepare(self, cells: Sequence[Cell]) -> None:
-        """Compute this worker's share of everything the cells need, then mark the share done."""
-        items = [i for i in self.plan(cells) if self._owner(i.key) == self.worker_index]
+        """Compute this worker's share of everything the cells need, then mark the share done.
+
+        Batches are formed from the whole plan before it is shared out (whole batches go to
+        workers), so each request meets the same batch companions for any ``-n``: the reports do
+        not depend on the number of workers.
+        """
+        mine = []
+        for batch in self._plan_batches(self.plan(cells)):
+            owner = int(batch[0].key[:8], 16) % self.worker_count
+            self._owners.update((item.key, owner) for item in batch)
+            if owner == self.worker_index:
+                mine.append(batch)
         with _Heartbeat(self.store.path.parent, self.store.run_id, self.worker):
-            self._compute(items)
+            self._compute_batches(mine)
 
     def _missing(self, items: Sequence[WorkItem]) -> list[WorkItem]:
         todo = [i for i in items if i.key not in self._results or (i.spec.embed and self._results[i.key].embedding is None)]
@@ -229,28 +243,47 @@ class Engine:
         self._results.update(found)
         return [i for i in todo if i.key not in found]
 
-    def _compute(self, items: Sequence[WorkItem]) -> None:
-        pending = self._missing(items)
+    def _plan_batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
+        """The items in batches, per model, in a fixed order (dataset, prompt, condition, image)."""
+        batches: list[list[WorkItem]] = []
+        for model in dict.fromkeys(i.model for i in items):
+            mine = sorted((i for i in items if i.model == model), key=lambda i: (i.dataset, i.spec.prompt_id, i.spec.condition, i.image_id))
+            batches += self._batches(model, mine)
+        return batches
+
+    def _compute_batches(self, batches: Sequence[list[WorkItem]]) -> None:
+        """Run the requests of the batches that the store lacks (a batch shrinks to those)."""
+        pending = {i.key for i in self._missing([i for batch in batches for i in batch])}
         if not pending:
             return
         bar = _progress(len(pending), f"miqa {self.worker}", self.progress)
         try:
-            for model in dict.fromkeys(i.model for i in pending):
-                mine = sorted((i for i in pending if i.model == model), key=lambda i: (i.dataset, i.spec.prompt_id, i.spec.condition, i.image_id))
-                for batch in self._batches(model, mine):
-                    self._run_batch(model, batch)
-                    bar.update(len(batch))
+            for batch in batches:
+                todo = [i for i in batch if i.key in pending]
+                if todo:
+                    self._run_batch(todo[0].model, todo)
+                    bar.update(len(todo))
         finally:
             bar.close()
 
     def _batches(self, model: str, items: list[WorkItem]) -> Iterable[list[WorkItem]]:
-        size = self.settings.batch_size or (256 if model.startswith("sim") else 16)
-        alone = [i for i in items if i.spec.repeat]  # repeatability copies: batch of one
-        batched = [i for i in items if not i.spec.repeat]
-        for start in range(0, len(batched), size):
-            yield batched[start : start + size]
-        for item in alone:
-            yield [item]
+        """Batches of the judge's size, each holding at most MAX_BATCH_IMAGE_BYTES of source images;
+        repeatability copies alone (a batch of one)."""
+        size = self.settings.batch_size or self.judge(model).default_batch_size
+        batch: list[WorkItem] = []
+        held = 0
+        for item in (i for i in items if not i.spec.repeat):
+            nbytes = self._records[(item.dataset, item.image_id)].image.nbytes
+            if batch and (len(batch) == size or held + nbytes > MAX_BATCH_IMAGE_BYTES):
+                yield batch
+                batch, held = [], 0
+            batch.append(item)
+            held += nbytes
+        if batch:
+            yield batch
+        for item in items:
+            if item.spec.repeat:
+                yield [item]
 
     def _request(self, item: WorkItem) -> ScoreRequest:
         record = self._records[(item.dataset, item.image_id)]
@@ -334,7 +367,7 @@ class Engine:
             time.sleep(0.5)
             missing = self._missing(missing)
         if missing:
-            self._compute(missing)
+            self._compute_batches(self._plan_batches(missing))
         by_spec = {(i.dataset, i.image_id, RequestSpec(i.spec.condition, i.spec.prompt_id, i.spec.repeat)): i for i in items}
         for item in items:
             self.used[item.key] = item
@@ -388,13 +421,10 @@ class Engine:
             result = self._results.get(key)
             if result is None:
                 continue
-            if result.error:
-                stage = "corruption" if result.error.startswith(CONDITION_FAILED) else "score"
-                reason = result.error
-            elif not result.parse_ok:
-                stage, reason = "parse", f"unparseable answer: {result.raw_text[:120]!r}"
-            else:
+            stage = result.loss_stage()
+            if stage is None:
                 continue
+            reason = f"unparseable answer: {result.raw_text[:120]!r}" if stage == "parse" else result.error
             where = f"{item.image_id} [{item.spec.condition}, {item.spec.prompt_id}{', repeat' if item.spec.repeat else ''}]"
             out.append({"model": model_label(item.model), "dataset": item.dataset, "file_or_image": where, "stage": stage, "reason": reason})
         return out

@@ -7,7 +7,8 @@ in a run, a synthetic table in the validation self-tests). Baselines come as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from . import properties as P
 from . import stats
 from .matrix import SEVERITIES, Cell, RequestSpec
 from .records import ScoreResult
+from .stats import ERROR, NOT_APPLICABLE
 
 Lookup = Callable[[RequestSpec, str], "ScoreResult | None"]
 BaselineScores = Mapping[tuple[str, str, str, str], float]
@@ -56,6 +58,42 @@ def error_verdict(reason: str, n: int = 0) -> P.Verdict:
     return P.Verdict("error", nan, nan, nan, nan, "", n, reason)
 
 
+def not_applicable_verdict(reason: str) -> P.Verdict:
+    """A cell the judge cannot serve (e.g. embeddings from a served model): skipped with ``reason``."""
+    nan = float("nan")
+    return P.Verdict(NOT_APPLICABLE, nan, nan, nan, nan, "", 0, reason)
+
+
+def lost_images(cell: Cell, image_ids: Sequence[str], lookup: Lookup) -> Counter[str]:
+    """Images of the cell with at least one request lost, by the stage of the first loss:
+    ``missing``, ``corruption``, ``score`` or ``parse`` (parse failures are not losses for
+    ``output_validity``, whose statistic they are)."""
+    count_parse = cell.property != "output_validity"
+    stages: Counter[str] = Counter()
+    for image_id in image_ids:
+        for spec in cell.requests():
+            result = lookup(spec, image_id)
+            stage = "missing" if result is None else result.loss_stage(count_parse=count_parse)
+            if stage is not None:
+                stages[stage] += 1
+                break
+    return stages
+
+
+def _lost_verdict(verdict: P.Verdict, lost: Counter[str], n_images: int, max_share: float) -> P.Verdict:
+    """``verdict`` turned into an error when more than ``max_share`` of the images were lost."""
+    share = sum(lost.values()) / n_images
+    if share <= max_share:
+        return verdict
+    why = ", ".join(f"{k} {stage}" for stage, k in lost.most_common())
+    reason = (
+        f"{sum(lost.values())} of {n_images} images ({share:.0%}) lost to errors ({why}), above "
+        f"max_lost_share={max_share:.0%}: the result would rest on the images that happened to work. "
+        f"Reasons in errors.csv. {verdict.reason}"
+    )
+    return replace(verdict, outcome=ERROR, reason=reason)
+
+
 def evaluate_cell(
     cell: Cell,
     image_ids: Sequence[str],
@@ -66,9 +104,32 @@ def evaluate_cell(
     seed: int,
     baseline: BaselineScores | None = None,
 ) -> CellOutcome:
-    """Evaluate one cell on the given images (the dataset's chosen images, sorted)."""
+    """Evaluate one cell on the given images (the dataset's chosen images, sorted).
+
+    A cell that lost more than ``max_lost_share`` of its images to errors (scoring, parse,
+    corruption) is an ``error`` whatever its statistic says; ``inconclusive`` is kept for too
+    few images.
+    """
     if not image_ids:
         return CellOutcome(error_verdict(f"dataset {cell.dataset} has no readable image"))
+    outcome = _evaluate(cell, image_ids, lookup, thresholds, family_size=family_size, seed=seed, baseline=baseline)
+    if outcome.verdict.outcome in (ERROR, NOT_APPLICABLE):
+        return outcome
+    lost = lost_images(cell, image_ids, lookup)
+    outcome.verdict = _lost_verdict(outcome.verdict, lost, len(image_ids), thresholds["max_lost_share"])
+    return outcome
+
+
+def _evaluate(
+    cell: Cell,
+    image_ids: Sequence[str],
+    lookup: Lookup,
+    thresholds: Mapping[str, Any],
+    *,
+    family_size: int,
+    seed: int,
+    baseline: BaselineScores | None,
+) -> CellOutcome:
     common = dict(
         alpha=thresholds["alpha"],
         family_size=family_size,

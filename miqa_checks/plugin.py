@@ -7,6 +7,8 @@ the statistics load inside session fixtures, only when an audit test runs.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import uuid
 from functools import cached_property
@@ -35,7 +37,8 @@ _OPTIONS = {
     "--miqa-device": ("device", {"metavar": "DEV"}, "auto, cpu, cuda or cuda:N"),
     "--miqa-batch-size": ("batch_size", {"metavar": "N|auto"}, "images per forward pass, or auto"),
     "--miqa-seed": ("seed", {"type": int, "metavar": "N"}, "one seed for every random draw (default 0)"),
-    "--miqa-strict": ("strict", {"action": "store_const", "const": True}, "an inconclusive test fails instead of skipping"),
+    "--miqa-strict": ("strict", {"action": "store_const", "const": True}, "an inconclusive test fails instead of skipping (same as --miqa-inconclusive=fail)"),
+    "--miqa-inconclusive": ("inconclusive", {"metavar": "POLICY"}, "what an inconclusive cell does: skip, fail, or fail-above:<share> (the run fails when more than that share of cells is inconclusive); default: the profile's"),
     "--miqa-trust-remote-code": ("trust_remote_code", {"action": "store_const", "const": True}, "allow checkpoints that ship their own model code"),
 }
 
@@ -67,6 +70,8 @@ class MiqaState:
         self.displacements: list[dict[str, Any]] = []
         self.cases: list[Any] = []
         self.engine = None
+        self.gate_lines: list[str] = []  # failed requests per model, undecided cells (set at finish)
+        self._previous_sigterm: Any = None
 
     @property
     def cells(self) -> list[Cell]:
@@ -96,6 +101,16 @@ class MiqaState:
         return read_baseline_scores(self.settings.baseline)
 
     # -- hooks: this object is registered as a plugin, so the hooks see the state as ``self``
+    def pytest_sessionstart(self) -> None:
+        """SIGTERM (CI cancellation, ``timeout``) ends the run like Ctrl-C: stored batches kept,
+        partial reports marked interrupted."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+
+    def pytest_unconfigure(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.is_worker:
             from .runtime import record_case
@@ -103,10 +118,12 @@ class MiqaState:
             record_case(self, report)
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, exitstatus: int) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         from .runtime import finish_session
 
-        finish_session(self, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        gate_failure = finish_session(self, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        if gate_failure and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or not self.cell_rows:
@@ -115,7 +132,7 @@ class MiqaState:
 
         terminalreporter.section("miqa-checks summary")
         width = max(100, terminalreporter._tw.fullwidth)
-        for line in format_terminal_summary(list(self.cell_rows.values()), width=width):
+        for line in format_terminal_summary(list(self.cell_rows.values()), width=width, notes=self.gate_lines):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"reports written to {self.settings.report_dir}/")
 
@@ -126,6 +143,10 @@ class MiqaState:
     @property
     def parts_dir(self) -> Path:
         return self.settings.report_dir / ".parts" / self.run_id
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _cli_values(config: pytest.Config) -> dict[str, Any]:
@@ -148,10 +169,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
         for spec in settings.data:
             resolve_source(spec)
-        from .judges import validate_spec
+        from .judges import validate_specs
 
-        for spec in settings.models:
-            validate_spec(spec)
+        validate_specs(settings.models)  # each spec's form, and one label per model
         state = MiqaState(config, settings)
         state.baseline_scores  # noqa: B018 - read now: a bad baseline file stops the run before any model loads
     except MiqaUsageError as exc:

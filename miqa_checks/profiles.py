@@ -24,6 +24,15 @@ DEFAULT: dict[str, Any] = {
     # Family-wise false-fail rate over one model's whole matrix (Bonferroni).
     "alpha": 0.05,
     "bootstrap_resamples": 2000,
+    # A cell that lost more than this share of its images to errors (the judge failed, the answer
+    # did not parse, the condition image could not be made) is an error, not a verdict: the
+    # images that happened to work need not represent the rest, and a dead model must not pass.
+    "max_lost_share": 0.05,
+    # What an inconclusive cell (too few images to decide) does to the run: ``skip`` (reported,
+    # the run can still pass), ``fail``, or ``fail-above:<share>`` (the run fails when more than
+    # that share of the executed cells could not decide). Exploring: skip; a deployment gate
+    # should not ship what the data cannot show, so ``strict`` fails.
+    "inconclusive": "skip",
     # Below this many paired images a cell is inconclusive whatever its CI.
     "min_images": 5,
     # Stability: mild corruption must not move the score more than a rater's rounding error
@@ -97,6 +106,7 @@ STRICT: dict[str, Any] = {
     "embedding_tolerance": 0.35,
     "baseline_min_correlation": 0.8,
     "baseline_margin_pct": 2.5,
+    "inconclusive": "fail",
 }
 
 PROFILES: dict[str, dict[str, Any]] = {"default": DEFAULT, "paper": PAPER, "strict": STRICT}

@@ -61,12 +61,12 @@ SCORES_EXTRA_COLUMNS = ("method", "error", "p1", "p2", "p3", "p4", "p5")
 ERRORS_COLUMNS = ("model", "dataset", "file_or_image", "stage", "reason")
 DISPLACEMENT_KEYS = ("model", "dataset", "corruption", "severity", "displacement",
                      "score_change_pct")
-VERDICTS = ("pass", "fail", "inconclusive", "error")
+VERDICTS = ("pass", "fail", "inconclusive", "error", "not_applicable")
 JUNIT_PROPERTY_KEYS = ("model", "dataset", "condition", "n", "delta_pct", "ci_low", "ci_high",
                        "threshold", "verdict")
 
 _FLOAT_SCORE_COLUMNS = ("score", "p1", "p2", "p3", "p4", "p5")
-_VERDICT_RANK = {"fail": 0, "error": 1, "inconclusive": 2, "pass": 3}
+_VERDICT_RANK = {"fail": 0, "error": 1, "inconclusive": 2, "not_applicable": 3, "pass": 4}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -117,6 +117,48 @@ def verdict_counts(cells: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, in
         d[v if v in VERDICTS else "error"] += 1
         d["total"] += 1
     return counts
+
+
+def request_failures(scores: Iterable[Mapping[str, Any]], errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per model whose requests failed: how many of how many, by stage, and the most
+    common reason (``errors.csv`` holds every record)."""
+    totals: dict[str, int] = {}
+    for row in scores:
+        totals[_text(row.get("model"))] = totals.get(_text(row.get("model")), 0) + 1
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for e in errors:
+        if _text(e.get("stage")) in ("score", "parse", "corruption", "judge"):
+            by_model.setdefault(_text(e.get("model")), []).append(e)
+    lines = []
+    for model, records in by_model.items():
+        stages: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        for e in records:
+            stages[_text(e.get("stage"))] = stages.get(_text(e.get("stage")), 0) + 1
+            reasons[_text(e.get("reason"))] = reasons.get(_text(e.get("reason")), 0) + 1
+        failed = sum(k for stage, k in stages.items() if stage != "judge")
+        top = max(reasons, key=lambda r: reasons[r])
+        what = ", ".join(f"{k} {stage}" for stage, k in sorted(stages.items(), key=lambda x: -x[1]))
+        lines.append(scrub(f"{model}: {failed} of {totals.get(model, failed)} requests failed ({what}); "
+                           f"most often: {top[:160]}"))
+    return lines
+
+
+def undecided_line(cells: Iterable[Mapping[str, Any]]) -> str | None:
+    """How many cells could not decide and how many images would decide them; None if none."""
+    undecided = [c for c in cells if _text(c.get("verdict")) == "inconclusive"]
+    if not undecided:
+        return None
+    needed = [int(as_float(c.get("n_needed"))) for c in undecided if is_finite(c.get("n_needed"))]
+    need = f"; up to {max(needed)} images per dataset would decide them" if needed else ""
+    return f"{len(undecided)} cell(s) could not decide (inconclusive){need} (n_needed in matrix.csv)"
+
+
+def gate_lines(cells: list[dict], scores: list[dict], errors: list[dict]) -> list[str]:
+    """The lines every summary (terminal, summary.md, summary.html) shows above the cells."""
+    lines = request_failures(scores, errors)
+    undecided = undecided_line(cells)
+    return lines + ([undecided] if undecided else [])
 
 
 def fmt_num(x: Any, spec: str = ".3g") -> str:
@@ -308,13 +350,25 @@ def read_scores_csv(path: str | os.PathLike) -> list[dict]:
 def read_baseline_scores(path: str | os.PathLike) -> dict[tuple[str, str, str, str], float]:
     """A ``--miqa-baseline`` file as {(dataset, image_id, condition, prompt_id): score (NaN if none)}.
 
-    The file must hold the scores of exactly one model (:class:`MiqaUsageError` otherwise).
+    The file must hold the scores of exactly one model, each empty or finite on the 1..5 scale
+    (out of it only where its ``raw_text`` gives that score by the parse rule); a
+    :class:`MiqaUsageError` naming the file and data row otherwise.
     """
     rows = read_scores_csv(path)
     models = sorted({r["model"] for r in rows})
     if len(models) != 1:
         raise MiqaUsageError(
             f"--miqa-baseline {Path(path).name}: must hold the scores of one model, found {len(models)}: {', '.join(models)}"
+        )
+    from .cache import answer_gives
+
+    for number, r in enumerate(rows, start=1):
+        score = r["score"]
+        if math.isnan(score) or (1.0 <= score <= 5.0) or (math.isfinite(score) and answer_gives(r["raw_text"], score)):
+            continue  # no score, on the scale, or a real out-of-range answer ("7/10") recorded with its text
+        raise MiqaUsageError(
+            f"--miqa-baseline {Path(path).name}: data row {number} ({r['dataset']}, {r['image_id']}, {r['condition']}, "
+            f"{r['prompt_id']}) has score {score!r}; scores must be finite and on the 1..5 scale (empty for none)"
         )
     return {(r["dataset"], r["image_id"], r["condition"], r["prompt_id"]): r["score"] for r in rows}
 
@@ -331,10 +385,11 @@ def _parse_bool(s: Any) -> bool:
 # --------------------------------------------------------------------------- terminal summary
 
 
-def format_terminal_summary(cells: list[dict], *, max_lines: int = 20, width: int = 100) -> list[str]:
+def format_terminal_summary(cells: list[dict], *, max_lines: int = 20, width: int = 100,
+                            notes: Iterable[str] = ()) -> list[str]:
     """A compact table for the end of the pytest session (at most ``max_lines`` lines, each at
-    most ``width`` characters): verdict counts per model, then the worst cells (fail, error,
-    inconclusive; by |delta_pct|) with delta, CI, threshold and verdict."""
+    most ``width`` characters): verdict counts per model, the ``notes`` (``gate_lines``), then the
+    worst cells (fail, error, inconclusive; by |delta_pct|) with delta, CI, threshold and verdict."""
     cells = list(cells or [])
     max_lines = max(int(max_lines), 3)
     width = max(int(width), 40)
@@ -348,14 +403,16 @@ def format_terminal_summary(cells: list[dict], *, max_lines: int = 20, width: in
     counts = verdict_counts(cells)
     mw = min(max(len("model"), *(len(m) for m in counts)), max(width - 40, 10))
     add(f"miqa: {len(cells)} cells | matrix.csv / summary.html in the report dir")
-    add(f"{'model':<{mw}}  {'pass':>5} {'fail':>5} {'inconcl':>7} {'error':>5}")
+    add(f"{'model':<{mw}}  {'pass':>5} {'fail':>5} {'inconcl':>7} {'error':>5} {'n/a':>5}")
     models = list(counts.items())
     budget_models = max(1, min(len(models), max_lines // 3))
     for m, d in models[:budget_models]:
         name = m if len(m) <= mw else m[: mw - 1] + "~"
-        add(f"{name:<{mw}}  {d['pass']:>5} {d['fail']:>5} {d['inconclusive']:>7} {d['error']:>5}")
+        add(f"{name:<{mw}}  {d['pass']:>5} {d['fail']:>5} {d['inconclusive']:>7} {d['error']:>5} {d['not_applicable']:>5}")
     if len(models) > budget_models:
         add(f"... {len(models) - budget_models} more model(s)")
+    for note in notes:
+        add(note)
 
     bad = worst_cells(cells, include_pass=False)
     room = max_lines - len(lines) - 1

@@ -16,6 +16,7 @@ from miqa_checks.report import (
     fmt_ci,
     fmt_num,
     fmt_pct,
+    gate_lines,
     verdict_counts,
     worst_cells,
 )
@@ -90,6 +91,9 @@ def render_summary(*, cells: list[dict], scores: list[dict], displacements: list
         if val is not None and not isinstance(val, (dict, list)):
             facts.append(f"{label} {_e(val)}")
     parts.append(f'<p class="note">{"; ".join(facts)}.</p>')
+    notes = gate_lines(cells, scores, errors)
+    if notes:
+        parts.append('<ul class="gate" id="gate">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
 
     # ---- headline: counts per model + worst cells
     counts = verdict_counts(cells)
@@ -97,7 +101,7 @@ def render_summary(*, cells: list[dict], scores: list[dict], displacements: list
     if counts:
         rows = [[_e(m or "(none)")] + [str(d[v]) for v in VERDICTS] + [str(d["total"])]
                 for m, d in counts.items()]
-        parts.append(_table(["model", *VERDICTS, "total"], rows, num_cols=range(1, 6)))
+        parts.append(_table(["model", *VERDICTS, "total"], rows, num_cols=range(1, len(VERDICTS) + 2)))
     else:
         parts.append("<p>No property cells were executed.</p>")
     parts.append("</div><div>")

@@ -21,10 +21,13 @@ import pytest
 
 from .cache import ResultStore
 from .engine import Engine
+from .config import Settings
 from .evaluate import CellOutcome, error_verdict, evaluate_cell
+from .stats import ERROR, FAIL, INCONCLUSIVE, NOT_APPLICABLE
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
-from .report import junit_properties, write_reports
+from .report import gate_lines, junit_properties, write_reports
+from .report_markdown import render_markdown
 from .published import COLUMNS as PUBLISHED_COLUMNS
 from .published import published_table
 from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, write_csv
@@ -80,14 +83,26 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
     node.stash[key] = {"row": row, "displacements": outcome.displacements}
     node.user_properties.extend(junit_properties(row))
     message = _message(cell, row)
-    if v.outcome == "fail":
+    if v.outcome in (FAIL, ERROR):
         pytest.fail(message, pytrace=False)
-    if v.outcome == "error":
-        pytest.fail(message, pytrace=False)
-    if v.outcome == "inconclusive":
-        if state.settings.strict:
-            pytest.fail(f"inconclusive under --miqa-strict: {message}", pytrace=False)
+    if v.outcome == NOT_APPLICABLE:
+        pytest.skip(f"not applicable: {row['reason']}")
+    if v.outcome == INCONCLUSIVE:
+        if state.settings["inconclusive"] == "fail":
+            pytest.fail(f"inconclusive, and the inconclusive policy is 'fail': {message}", pytrace=False)
         pytest.skip(message)
+
+
+def inconclusive_gate(settings: Settings, cells: list[dict[str, Any]]) -> str | None:
+    """Why the run fails under an ``inconclusive = fail-above:<share>`` policy; None when it does not."""
+    policy = settings["inconclusive"]
+    if not policy.startswith("fail-above:") or not cells:
+        return None
+    limit = float(policy.partition(":")[2])
+    share = sum(c["verdict"] == INCONCLUSIVE for c in cells) / len(cells)
+    if share <= limit:
+        return None
+    return f"{share:.1%} of the cells are inconclusive, above the policy's {limit:.1%} (inconclusive = {policy!r})"
 
 
 def record_case(state: "MiqaState", report: pytest.TestReport) -> None:
@@ -98,7 +113,8 @@ def record_case(state: "MiqaState", report: pytest.TestReport) -> None:
     failed_outside_call = report.when != "call" and report.outcome == "failed"
     if not (report.when == "call" or failed_outside_call or (report.when == "setup" and report.skipped)):
         return
-    outcome = "error" if failed_outside_call else report.outcome
+    in_error = failed_outside_call or (report.failed and getattr(report, "miqa_row", {}).get("verdict") == ERROR)
+    outcome = "error" if in_error else report.outcome
     if report.skipped and isinstance(report.longrepr, tuple):
         message = str(report.longrepr[2])
     else:
@@ -140,7 +156,7 @@ def _write_part(state: "MiqaState") -> None:
     part = {
         "worker": _worker()[0],
         "scores": engine.score_rows(),
-        "errors": engine.errors + engine.result_errors(),
+        "errors": engine.errors + engine.result_errors() + engine.store.error_records(),
         "provenance": engine.provenance(),
         "inferred": engine.inferred,
         "used": len(engine.used),
@@ -162,15 +178,18 @@ def _read_parts(state: "MiqaState") -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(state.parts_dir.glob("*.json"))]
 
 
-def finish_session(state: "MiqaState", *, interrupted: bool) -> None:
-    """Every process writes its part; the controller (or the single process) merges and reports."""
+def finish_session(state: "MiqaState", *, interrupted: bool) -> str | None:
+    """Every process writes its part; the controller (or the single process) merges and reports.
+
+    Returns why the run must fail although no test did (the inconclusive policy), else None.
+    """
     if state.engine is not None:
         _write_part(state)
     if state.is_worker:
-        return
+        return None
     parts = _read_parts(state)
     if not parts and not state.cell_rows:
-        return  # not an audit run (e.g. the project's self-tests)
+        return None  # not an audit run (e.g. the project's self-tests)
     settings = state.settings
     order = {c.test_id: i for i, c in enumerate(state.cells)}
     cells = sorted(state.cell_rows.values(), key=lambda r: order.get(r["test_id"], len(order)))
@@ -207,15 +226,22 @@ def finish_session(state: "MiqaState", *, interrupted: bool) -> None:
     report_dir = settings.report_dir
     remove_stale_temp_files(report_dir)
     score_rows = sorted(scores.values(), key=lambda r: (r["model"], r["dataset"], r["image_id"], r["condition"], r["prompt_id"]))
+    error_rows = sorted(errors.values(), key=lambda e: (e["model"], e["dataset"], e["file_or_image"], e["reason"]))
     write_reports(
         report_dir,
         cells=cells,
         scores=score_rows,
         displacements=sorted(state.displacements, key=lambda d: (d["model"], d["dataset"], d["corruption"], d["severity"])),
-        errors=sorted(errors.values(), key=lambda e: (e["model"], e["dataset"], e["file_or_image"], e["reason"])),
+        errors=error_rows,
         run_info=run_info,
         interrupted=interrupted,
     )
+    state.gate_lines = gate_lines(cells, score_rows, error_rows)
+    gate_failure = inconclusive_gate(settings, cells)
+    if gate_failure:
+        state.gate_lines.append(f"run fails: {gate_failure}")
     write_csv(report_dir / "published.csv", PUBLISHED_COLUMNS, published_table(score_rows))
     write_junit(report_dir / "junit.xml", state.cases, scrub=scrub)
+    atomic_write_text(report_dir / "summary.md", render_markdown(cells, score_rows, error_rows, run_info, interrupted=interrupted))
     shutil.rmtree(state.parts_dir, ignore_errors=True)
+    return gate_failure

@@ -69,11 +69,13 @@ def test_sigkill_xdist_resumes_identically(tmp_path, reference, seed):
     assert trial.rerun.run_info["workers"] == 2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 @pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["single", "xdist"])
-def test_ctrl_c_keeps_stored_results_and_reports_the_interruption(tmp_path, reference, workers):
-    """SIGINT to the process group (what a terminal's Ctrl-C sends) early in the computation."""
+def test_ctrl_c_keeps_stored_results_and_reports_the_interruption(tmp_path, reference, workers, sig):
+    """SIGINT (a terminal's Ctrl-C) or SIGTERM (CI cancellation, ``timeout``) to the process group
+    early in the computation: handled alike."""
     args = (*ARGS, *workers)
-    trial = kill_trial(tmp_path, args, seed=3000, max_delay_s=0.5, sig=signal.SIGINT, name="ctrlc")
+    trial = kill_trial(tmp_path, args, seed=3000, max_delay_s=0.5, sig=sig, name="ctrlc")
     assert trial.killed_exit == 2  # pytest: interrupted
     killed = tmp_path / "ctrlc-killed"
     info = (killed / "run.json").read_text()

@@ -368,7 +368,7 @@ def test_html_headline_images_banner(written):
         row = re.search(r"<tr><td>" + re.escape(model) + r"</td>(.*?)</tr>", head)
         assert row, model
         nums = re.findall(r'<td class="num">(\d+)</td>', row.group(1))
-        assert nums == [str(d[v]) for v in ("pass", "fail", "inconclusive", "error", "total")]
+        assert nums == [str(d[v]) for v in ("pass", "fail", "inconclusive", "error", "not_applicable", "total")]
     # worst cells: first listed is a fail
     first = re.search(r"Worst cells.*?<tr><td>.*?</tr>\s*<tr>(.*?)</tr>", head, re.S).group(1)
     assert "v-fail" in first
@@ -453,8 +453,8 @@ def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
 
     from miqa_checks.safe_io import remove_stale_temp_files
 
-    stale = tmp_path / ".scores.csv.abc123.tmp"
-    live = tmp_path / ".matrix.csv.def456.tmp"
+    stale = tmp_path / ".scores.csv.miqa-abc12345.tmp"
+    live = tmp_path / ".matrix.csv.miqa-def45678.tmp"
     keep = tmp_path / "scores.csv"
     for f in (stale, live, keep):
         f.write_text("x")
