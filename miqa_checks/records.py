@@ -17,6 +17,9 @@ class ImageRecord:
     modality: text put into the prompt's ``{modality}`` (PROTOCOL.md: the dataset id on disk
         for MediMeta-C / MedIMeta; a modality name such as ``CT`` for the embedded samples).
     source, licence: provenance of the file, kept with it into the reports.
+    group: images sharing a group are not independent (crops of one source image, frames of one
+        clip, slices of one volume, one patient or study); default: the image's own id. Never a
+        raw patient field (DICOM / MedIMeta patient ids arrive as salted hashes).
     """
 
     image_id: str
@@ -25,6 +28,11 @@ class ImageRecord:
     image: np.ndarray = field(repr=False, compare=False)
     source: str = ""
     licence: str = ""
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.image_id)
 
 
 @dataclass(frozen=True)

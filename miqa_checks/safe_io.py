@@ -43,6 +43,11 @@ __all__ = [
 # --------------------------------------------------------------------------- atomic writes
 
 
+_TEMP_MARK = ".miqa-"
+_OWN_TEMP = re.compile(r"^\..+\.miqa-[a-z0-9_]{8}\.tmp$")
+"""This tool's temp names: ``.<final name>.miqa-<8 random [a-z0-9_]>.tmp`` (``tempfile.mkstemp``)."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file beside it, fsync, ``os.replace``).
 
@@ -51,7 +56,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TEMP_MARK}", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -69,15 +74,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def is_own_temp_name(name: str) -> bool:
+    """True for a temp file name that :func:`atomic_write_bytes` creates (and nothing else)."""
+    return bool(_OWN_TEMP.match(name))
+
+
 def remove_stale_temp_files(folder: str | os.PathLike, *, older_than_s: float = 600.0) -> int:
-    """Delete temp files left by writes that were killed mid-way (``.<name>.*.tmp``) and older
-    than ``older_than_s`` (so a concurrent writer's live temp file is never touched).
-    Returns how many were removed."""
+    """Delete this tool's temp files (:func:`is_own_temp_name`) left by writes killed mid-way and
+    older than ``older_than_s`` (a concurrent writer's live temp file is never touched; other
+    programs' ``*.tmp`` files are never touched). Returns how many were removed."""
     removed = 0
     cutoff = time.time() - older_than_s
     for tmp in Path(folder).glob(".*.tmp"):
         try:
-            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+            if is_own_temp_name(tmp.name) and tmp.is_file() and not tmp.is_symlink() and tmp.stat().st_mtime < cutoff:
                 tmp.unlink()
                 removed += 1
         except OSError:

@@ -7,11 +7,12 @@ lazily by the readers. Sources:
 - a MediMeta-C root (``<root>/<dataset>/<split>/clean.npz`` + corrupted npz files),
 - a MedIMeta root or a single MedIMeta dataset folder (``info.yaml``),
 - a folder of images (PNG, JPEG, TIFF, BMP, DICOM, NIfTI), one dataset per image subfolder,
-- a manifest CSV with columns ``path, dataset, modality`` (optional ``image_id``).
+- a manifest CSV with columns ``path, dataset, modality`` (optional ``image_id``, ``group``).
 
 Bad input never crashes a run and never passes silently: every unreadable, truncated, empty,
-mislabelled, too small (< 8 x 8), too large (> 50 MP, from the header), NaN / inf-valued or
-otherwise unusable input becomes an ``ErrorRecord`` (file relative to the source, human
+mislabelled, too small (< 8 x 8), too large (> 50 MP, or > 1 GiB decoded per file, from the
+header), NaN / inf-valued, linked from outside its source or otherwise unusable input becomes an
+``ErrorRecord`` (file relative to the source, human
 reason). 16-bit, float, RGBA, CMYK and palette images are converted, not refused. A dataset
 may end up with no image (its errors say why); a source with no image at all is a
 ``MiqaUsageError`` from ``load_all``.

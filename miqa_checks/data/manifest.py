@@ -1,21 +1,26 @@
-"""A manifest CSV: columns ``path, dataset, modality`` (optional ``image_id``).
+"""A manifest CSV: columns ``path, dataset, modality`` (optional ``image_id``, ``group``).
 
 Paths are resolved relative to the manifest's folder; a path that leaves it (``..``, absolute,
-symlink escape) is an error record and is never read. Rows with an empty or invalid dataset id
-are error records too; they are reported with the manifest's first dataset (sorted), since they
-belong to none.
+symlink escape), a symlink loop or a NUL byte is an error record and is never read. Rows with an
+empty or invalid dataset id are error records too; they are reported with the manifest's first
+dataset (sorted), since they belong to none.
+
+``group``: rows sharing a value are not independent (one patient, one series ...); the record
+carries a keyed hash of it (the value itself may identify a patient). Without it: the DICOM
+patient / study hash, else the image's own id.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ..errors import MiqaUsageError
 from ..records import ErrorRecord, ImageRecord
-from . import Dataset, ids, readers
+from . import Dataset, groups, ids, readers
 from .select import pick
 from .validate import ImageError
 
@@ -30,6 +35,7 @@ class _Row:
     image_id: str
     path: str
     modality: str
+    group: str = ""
 
 
 class ManifestSource:
@@ -52,7 +58,7 @@ class ManifestSource:
                 if missing:
                     raise MiqaUsageError(
                         f"--miqa-data {self.spec!r}: manifest lacks column(s) {', '.join(missing)} "
-                        f"(needs {', '.join(REQUIRED)}; optional image_id)"
+                        f"(needs {', '.join(REQUIRED)}; optional image_id, group)"
                     )
                 return [
                     {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -61,12 +67,22 @@ class ManifestSource:
         except (UnicodeDecodeError, csv.Error) as exc:
             raise MiqaUsageError(f"--miqa-data {self.spec!r}: not a readable CSV manifest ({exc})") from None
 
-    def _inside(self, raw: str) -> Path | None:
-        """The resolved file for ``raw``, None when it leaves the manifest folder."""
+    def _inside(self, raw: str) -> Path:
+        """The resolved file for ``raw``; ImageError when it leaves the manifest folder or cannot
+        be resolved (symlink loop, NUL byte)."""
         if not raw or PurePosixPath(raw).is_absolute() or PureWindowsPath(raw).is_absolute():
-            return None
-        target = (self.root / raw).resolve()
-        return target if target.is_relative_to(self.root) else None
+            raise ImageError("path leaves the manifest folder (not read)")
+        if "\x00" in raw:
+            raise ImageError("path holds a NUL byte (not read)")
+        try:
+            target = (self.root / raw).resolve()
+        except RuntimeError:
+            raise ImageError("symlink loop (not read)") from None
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"path cannot be resolved ({type(exc).__name__}; not read)") from None
+        if not target.is_relative_to(self.root):
+            raise ImageError("path leaves the manifest folder (not read)")
+        return target
 
     @cached_property
     def _parsed(self) -> tuple[dict[str, list[_Row]], dict[str, str], dict[str, list[ErrorRecord]], list[ErrorRecord]]:
@@ -79,7 +95,7 @@ class ManifestSource:
         for n, row in enumerate(self._read_rows(), start=2):
             raw, name = row.get("path", ""), row.get("dataset", "")
             absolute = PurePosixPath(raw).is_absolute() or PureWindowsPath(raw).is_absolute()
-            where = f"row {n}" if not raw or absolute else raw  # never report an absolute path
+            where = f"row {n}" if not raw or absolute or "\x00" in raw else raw  # never report an absolute path
             if not name:
                 orphans.append(ErrorRecord("", where, f"row {n}: empty dataset id"))
                 continue
@@ -91,8 +107,8 @@ class ManifestSource:
             image_id = row.get("image_id") or PurePosixPath(raw.replace("\\", "/")).as_posix()
             if not raw:
                 problem = f"row {n}: empty path"
-            elif self._inside(raw) is None:
-                problem = f"row {n}: path leaves the manifest folder (not read)"
+            elif (outside := _problem(self._inside, raw)) is not None:
+                problem = f"row {n}: {outside}"
             elif modality.setdefault(name, mod) != mod:
                 problem = f"row {n}: modality {mod!r} conflicts with {modality[name]!r} for this dataset"
             elif (name, image_id) in seen:
@@ -102,7 +118,7 @@ class ManifestSource:
                 rows.setdefault(name, [])
                 continue
             seen.add((name, image_id))
-            rows.setdefault(name, []).append(_Row(image_id, raw, mod))
+            rows.setdefault(name, []).append(_Row(image_id, raw, mod, row.get("group", "")))
         for name in rows:
             modality.setdefault(name, name)
         return rows, modality, errors, orphans
@@ -119,15 +135,16 @@ class ManifestSource:
         if dataset not in rows:
             raise MiqaUsageError(f"--miqa-data {self.spec!r} has no dataset {dataset!r}")
         by_id = {r.image_id: r for r in rows[dataset]}
+        salt = groups.salt_for(self.root)
 
         def load_one(image_id: str) -> ImageRecord:
             row = by_id[image_id]
-            path = self._inside(row.path)
-            if path is None:  # the file system changed since parsing
-                raise ImageError("path leaves the manifest folder (not read)")
+            path = self._inside(row.path)  # again: the file system may have changed since parsing
             if not path.is_file():
                 raise ImageError("file not found")
-            return ImageRecord(image_id, dataset, row.modality, readers.read_image(path), source=row.path, licence="")
+            image, found = readers.read_grouped(path, salt)
+            group = groups.hashed("group", row.group, salt) if row.group else found
+            return ImageRecord(image_id, dataset, row.modality, image, source=row.path, licence="", group=group or "")
 
         records, errors = pick(
             list(by_id), load_one, dataset=dataset, max_images=max_images, seed=seed,
@@ -135,3 +152,12 @@ class ManifestSource:
         )
         extra = orphans if dataset == min(rows) else []
         return Dataset(dataset, modality[dataset], records, extra + row_errors.get(dataset, []) + errors)
+
+
+def _problem(check: Callable[[str], object], raw: str) -> str | None:
+    """The ImageError reason ``check(raw)`` raises, None when it passes."""
+    try:
+        check(raw)
+    except ImageError as exc:
+        return str(exc)
+    return None

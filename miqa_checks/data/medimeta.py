@@ -4,10 +4,16 @@
 The test split is used (else val, else every image). Dataset id and modality text = ``id`` of
 info.yaml (sanitised; the folder name when absent). image_id = ``<split>/<index:06d>`` with the
 dataset-wide image index (``all/...`` without split files).
+
+Group: when ``annotations.csv`` has a patient or study column (``GROUP_COLUMNS``), images of one
+patient / study share a group, a keyed hash of the value (see ``groups``); else each image is its
+own group. Its rows are images in index order, unless an image column (``INDEX_COLUMNS``) names
+the image.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,12 +24,18 @@ import numpy as np
 
 from ..errors import MiqaUsageError
 from ..records import ErrorRecord, ImageRecord
-from . import Dataset, ids, readers
+from . import Dataset, groups, ids, readers
 from .select import pick
-from .validate import ImageError, check_header_size, describe, finish
+from .validate import ImageError, check_decoded_bytes, check_header_size, describe, finish
 
 SPLITS = ("test", "val")
 MAX_INFO_BYTES = 1024**2
+MAX_ANNOTATIONS_BYTES = 256 * 1024**2
+"""A larger annotations.csv is not read (images then keep their own group)."""
+GROUP_COLUMNS = (("patient_id", "patient"), ("patientid", "patient"), ("patient", "patient"),
+                 ("subject_id", "patient"), ("subject", "patient"), ("study_id", "study"), ("study", "study"))
+"""annotations.csv columns (lower case) that name a patient or study, in order of preference."""
+INDEX_COLUMNS = ("image_path", "image", "image_id", "filename", "file", "index")
 
 
 def parse_info(text: str) -> dict[str, str]:
@@ -70,6 +82,30 @@ def _index_of(line: str) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
+def _annotation_groups(folder: Path, salt: bytes) -> dict[int, str]:
+    """Image index -> hashed patient / study from ``annotations.csv``; {} when it has none."""
+    file = folder / "annotations.csv"
+    try:
+        if not file.is_file() or file.stat().st_size > MAX_ANNOTATIONS_BYTES:
+            return {}
+        with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            columns = {str(c).strip().lower(): c for c in reader.fieldnames or [] if c}
+            key, kind = next(((columns[c], kind) for c, kind in GROUP_COLUMNS if c in columns), (None, ""))
+            if key is None:
+                return {}
+            where = next((columns[c] for c in INDEX_COLUMNS if c in columns), None)
+            out: dict[int, str] = {}
+            for k, row in enumerate(reader):
+                value = str(row.get(key) or "").strip()
+                index = _index_of(str(row.get(where) or "")) if where else k
+                if value and index is not None:
+                    out[index] = groups.hashed(kind, value, salt)
+            return out
+    except (OSError, csv.Error, ValueError):
+        return {}
+
+
 def _open_hdf5(file: Path) -> tuple[Any, str | None]:
     """(the ``images`` dataset of ``file`` or None, the problem when unusable); None, None when absent."""
     if not file.is_file():
@@ -85,6 +121,8 @@ def _open_hdf5(file: Path) -> tuple[Any, str | None]:
         if store.dtype != np.uint8 or store.ndim not in (3, 4):
             raise ImageError(f"'images' is {store.dtype} {tuple(store.shape)} (expected uint8 N x H x W [x 3])")
         check_header_size(int(store.shape[2]), int(store.shape[1]))
+        if store.chunks is not None:  # reading one image decodes its whole chunk
+            check_decoded_bytes(float(np.prod(store.chunks, dtype=np.float64)), "one HDF5 chunk of 'images'")
         return store, None
     except ImageError as exc:
         handle.close()
@@ -141,6 +179,7 @@ class MedIMetaSource:
         split, wanted, problem = _split(folder.path / "splits", count)
         if problem:
             errors.append(ErrorRecord(dataset, f"{rel_dir}/splits/{split}.txt", problem))
+        image_groups = _annotation_groups(folder.path, groups.salt_for(folder.path))
 
         def load_one(image_id: str) -> ImageRecord:
             index = int(image_id.split("/")[1])
@@ -151,7 +190,8 @@ class MedIMetaSource:
                 if path is None:
                     raise ImageError("image file missing")
                 image, where = readers.read_image(path), f"images/{path.name}"
-            return ImageRecord(image_id, dataset, dataset, image, source=f"MedIMeta {rel_dir}/{where}", licence=licence)
+            return ImageRecord(image_id, dataset, dataset, image, source=f"MedIMeta {rel_dir}/{where}", licence=licence,
+                               group=image_groups.get(index, ""))
 
         def error_file(image_id: str) -> str:
             index = int(image_id.split("/")[1])

@@ -1,6 +1,8 @@
 """NIfTI volumes (.nii, .nii.gz) -> uint8 axial slices.
 
-Only the requested slice is read through nibabel's array proxy (never the whole volume).
+Only the requested slice is read through nibabel's array proxy (never the whole volume). A
+gzipped file is inflated, streaming, up to that slice: its first volume must not decode to more
+than ``MAX_FILE_DECODED_BYTES`` (header check).
 Display: anterior at the top, patient right on the image right (neurological convention).
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import intensity
-from .validate import ImageError, check_header_size, finish
+from .validate import ImageError, check_decoded_bytes, check_header_size, finish
 
 MAX_VOXELS = 2_000_000_000
 """Largest accepted volume, in voxels (header check)."""
@@ -25,12 +27,15 @@ def load(path: Path) -> Any:
     try:
         img = nib.load(str(path))
         shape = tuple(int(s) for s in img.shape)
+        itemsize = img.get_data_dtype().itemsize
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
         raise ImageError(f"truncated or corrupt NIfTI ({type(exc).__name__})") from None
     if len(shape) < 2:
         raise ImageError(f"NIfTI has shape {shape} (need at least 2-D)")
     if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
         raise ImageError(f"header declares {'x'.join(map(str, shape))} voxels (over the volume limit)")
+    if str(path).lower().endswith(".gz"):
+        check_decoded_bytes(float(np.prod(shape[:3], dtype=np.float64)) * itemsize, "gzipped NIfTI first volume")
     return img
 
 

@@ -64,6 +64,12 @@ def read_image(path: Path) -> np.ndarray:
 
     Multi-frame DICOM: the middle frame; NIfTI: the middle axial slice of the first volume.
     """
+    return read_grouped(path, b"")[0]
+
+
+def read_grouped(path: Path, salt: bytes) -> tuple[np.ndarray, str | None]:
+    """``read_image`` plus the image's group when the file names one (a DICOM's patient or study,
+    as a hash keyed with ``salt``), else None."""
     ext = extension(path)
     expected = EXTENSIONS.get(ext)
     if ext and expected is None:
@@ -90,7 +96,7 @@ def read_image(path: Path) -> np.ndarray:
             raise ImageError(f"not a {expected} file ({what}, no {expected} signature)")
         raise ImageError(f"wrong extension: content is {found} but the name ends in '{ext}'")
     try:
-        return _decode(path, expected)
+        return _decode(path, expected, salt)
     except ImageError:
         raise
     except MemoryError:
@@ -99,16 +105,16 @@ def read_image(path: Path) -> np.ndarray:
         raise ImageError(f"unreadable {expected} file ({type(exc).__name__})") from None
 
 
-def _decode(path: Path, kind: str) -> np.ndarray:
-    """Dispatch to the reader of ``kind`` (content already checked)."""
+def _decode(path: Path, kind: str, salt: bytes) -> tuple[np.ndarray, str | None]:
+    """Dispatch to the reader of ``kind`` (content already checked) -> (image, group or None)."""
     if kind == "DICOM":
         from . import dicom
 
-        return dicom.read_image(path)
+        return dicom.read_grouped(path, salt)
     if kind == "NIfTI":
         from . import nifti
 
-        return nifti.read_image(path)
+        return nifti.read_image(path), None
     from . import raster
 
-    return raster.read_image(path, kind)
+    return raster.read_image(path, kind), None

@@ -2,7 +2,8 @@
 nibabel and scikit-image (provenance table ``SAMPLE_FILES``, documented in SAMPLES.md).
 
 2-D images are taken from volumes (axial slices), cine loops (frames) and large single images
-(non-overlapping crops); each is windowed to uint8 (see ``intensity``) and resized with Pillow's
+(non-overlapping crops); the images taken from one file (its crops, frames or slices) share one
+``group``, the file name. Each is windowed to uint8 (see ``intensity``) and resized with Pillow's
 LANCZOS filter so that its longest side is at most ``MAX_SIDE`` px (aspect kept).
 """
 
@@ -181,7 +182,7 @@ class SamplesSource:
             sample, part = entries[iid]
             image = sample_image(sample.package, sample.name, part, sample.grid)
             where = f"{sample.package}: {sample.name}" + (f" {part}" if part else "")
-            return ImageRecord(iid, dataset, modality, image, source=where, licence=sample.licence)
+            return ImageRecord(iid, dataset, modality, image, source=where, licence=sample.licence, group=sample.name)
 
         records, errors = pick(list(entries), load_one, dataset=dataset, max_images=max_images, seed=seed)
         return Dataset(dataset, modality, records, errors)

@@ -10,6 +10,15 @@ from ..records import ErrorRecord, ImageRecord
 from .validate import ImageError, describe
 
 
+def order(candidates: Sequence[str], max_images: int | None, seed: int) -> list[str]:
+    """The order ``pick`` visits ``candidates`` in: sorted, then ``np.random.default_rng(seed)``'s
+    permutation when ``max_images`` is set."""
+    ordered = sorted(candidates)
+    if max_images is None:
+        return ordered
+    return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+
+
 def pick(
     candidates: Sequence[str],
     load_one: Callable[[str], ImageRecord],
@@ -26,11 +35,9 @@ def pick(
     ``load_one`` raises becomes an error record (file = ``error_file(candidate)``) and the next
     candidate is tried, so a dataset keeps ``max_images`` images while enough are readable.
     """
-    ordered = sorted(candidates)
-    if max_images is not None:
-        if max_images < 1:
-            return [], []
-        ordered = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    if max_images is not None and max_images < 1:
+        return [], []
+    ordered = order(candidates, max_images, seed)
     records: list[ImageRecord] = []
     errors: list[ErrorRecord] = []
     for cid in ordered:

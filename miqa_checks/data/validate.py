@@ -12,6 +12,11 @@ MIN_SIDE = 8
 MAX_PIXELS = 50_000_000
 """Largest accepted image, in pixels (checked from the header, before decoding)."""
 
+MAX_FILE_DECODED_BYTES = 1024**3
+"""Largest decoded size of one file, in bytes, checked from its header (or by a bounded streaming
+inflate) before anything is decoded: a DICOM's inflated data set and all its frames, a NIfTI's
+first volume, an HDF5 chunk, one npz row."""
+
 
 class ImageError(Exception):
     """A file that cannot become an image; ``str(exc)`` is the human reason for the error record."""
@@ -27,6 +32,16 @@ def check_header_size(width: int, height: int, frames: int = 1) -> None:
         )
     if frames < 0:
         raise ImageError(f"header declares {frames} frames")
+
+
+def check_decoded_bytes(nbytes: float, what: str) -> None:
+    """Refuse a file whose declared decoded size (``what``: e.g. ``"pixel data"``) is over
+    MAX_FILE_DECODED_BYTES, before decoding it."""
+    if nbytes > MAX_FILE_DECODED_BYTES:
+        raise ImageError(
+            f"{what} would decode to {nbytes / 1024**2:.0f} MiB "
+            f"(over the {MAX_FILE_DECODED_BYTES // 1024**2} MiB per-file limit)"
+        )
 
 
 def check_finite(arr: np.ndarray) -> None:
