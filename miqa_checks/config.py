@@ -7,6 +7,8 @@ where it came from, and what it accepts. Nothing here imports numpy or torch.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,23 @@ def _device(value: Any) -> str:
     return value
 
 
+def _inconclusive_policy(value: Any) -> str:
+    """``skip``, ``fail``, or ``fail-above:<share>`` (share of inconclusive cells, 0..1)."""
+    if value in ("skip", "fail"):
+        return value
+    if isinstance(value, str) and value.startswith("fail-above:"):
+        _number(0, 1)(_float_text(value.partition(":")[2]))
+        return value
+    raise ValueError(f"expected skip, fail or fail-above:<share 0..1>, got {value!r}")
+
+
+def _float_text(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
 def _max_images(value: Any) -> int | None:
     return None if value is None else _number(1, 10**7, integer=True)(value)
 
@@ -110,6 +129,8 @@ PROFILE_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "alpha": _number(1e-6, 0.5),
     "bootstrap_resamples": _number(100, 100000, integer=True),
     "min_images": _number(2, 10**6, integer=True),
+    "max_lost_share": _number(0, 1),
+    "inconclusive": _inconclusive_policy,
     "stability_tolerance_pct": _per_severity,
     "trend_tolerance_pct": _number(0, 100),
     "fall_required_pct": _per_corruption,
@@ -178,21 +199,73 @@ class Settings:
         return self.thresholds[key]
 
 
-def read_toml_table(path: Path, table: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The table at ``table`` (e.g. ``("tool", "miqa")``) of a TOML file, {} when absent."""
+#: Largest settings file read, in bytes (a settings file is a few KB; pyproject.toml rarely 100 KB).
+MAX_SETTINGS_BYTES = 2**20
+
+
+def _read_settings_text(path: Path, label: str) -> str:
+    """The text of a regular file of at most MAX_SETTINGS_BYTES; a usage error for anything else
+    (a folder, device such as /dev/zero, FIFO or socket is refused before it is read)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MiqaUsageError(f"--miqa-config: file not found: {path}") from exc
-    except OSError as exc:  # a folder, no permission, ...
-        raise MiqaUsageError(f"--miqa-config: cannot read {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise MiqaUsageError(f"{path.name}: not valid TOML: {exc}") from exc
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without waiting
+    except FileNotFoundError:
+        raise MiqaUsageError(f"{label}: file not found: {path}") from None
+    except (OSError, ValueError) as exc:  # no permission, a NUL in the name, ...
+        raise MiqaUsageError(f"{label}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MiqaUsageError(f"{label}: cannot read {path}: not a regular file (a folder, device or pipe); give a TOML file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_SETTINGS_BYTES + 1)
+        except OSError as exc:
+            raise MiqaUsageError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise MiqaUsageError(f"{label}: {path} is larger than {MAX_SETTINGS_BYTES} bytes; a settings file is a few KB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MiqaUsageError(f"{path.name}: not valid TOML: not UTF-8 text ({exc})") from None
+
+
+def read_toml_table(path: Path, table: tuple[str, ...] = (), *, label: str = "--miqa-config") -> dict[str, Any]:
+    """The table at ``table`` (e.g. ``("tool", "miqa")``) of a TOML file, {} when absent.
+
+    ``label`` names the file's role in messages. Nesting too deep for the parser is a usage error.
+    """
+    text = _read_settings_text(path, label)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MiqaUsageError(f"{path.name}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise MiqaUsageError(f"{path.name}: not valid TOML for miqa: arrays or tables nested too deep") from None
     for name in table:
         data = data.get(name, {})
         if not isinstance(data, dict):
             raise MiqaUsageError(f"{path.name}: [{'.'.join(table)}] must be a table")
     return data
+
+
+def _check_folder(option: str, value: str, *, must_write: bool) -> Path:
+    """``value`` as a folder path: a usage error when it, or the nearest existing folder above it,
+    is a file, or (``must_write``) when the folder cannot be written (or created)."""
+    if "\x00" in value:
+        raise MiqaUsageError(f"{option}: {value!r} is not a usable folder path (it holds a NUL character)")
+    path = Path(value)
+    try:
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            what = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+            raise MiqaUsageError(f"{option}: {path} {what}; give a folder")
+        if must_write and probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+            what = "cannot be written" if probe == path else f"cannot be created: {probe} cannot be written"
+            raise MiqaUsageError(f"{option}: {path} {what}; give a writable folder")
+    except (OSError, ValueError) as exc:
+        raise MiqaUsageError(f"{option}: {value!r} is not a usable folder path ({exc})") from None
+    return path
 
 
 def _validate(layer: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -215,7 +288,7 @@ def resolve_settings(
     """Merge the layers (later wins) and validate each; ``cli`` holds only options the user gave."""
     layers: list[tuple[str, dict[str, Any]]] = []
     if pyproject is not None and pyproject.is_file():
-        layers.append(("pyproject.toml [tool.miqa]", _validate(read_toml_table(pyproject, ("tool", "miqa")), "pyproject.toml [tool.miqa]")))
+        layers.append(("pyproject.toml [tool.miqa]", _validate(read_toml_table(pyproject, ("tool", "miqa"), label="pyproject.toml"), "pyproject.toml [tool.miqa]")))
     if config_file is not None:
         layer = read_toml_table(config_file)
         if "tool" in layer:
@@ -234,6 +307,8 @@ def resolve_settings(
     profile = merged["profile"]
     thresholds = dict(PROFILES[profile])
     thresholds.update({k: v for k, v in merged.items() if k in PROFILE_SCHEMA})
+    if merged["strict"]:
+        thresholds["inconclusive"] = "fail"
     baseline = Path(merged["baseline"]) if merged["baseline"] else None
     if baseline is not None and not baseline.is_file():
         raise MiqaUsageError(f"--miqa-baseline: file not found: {baseline} (give the scores.csv of an earlier run)")
@@ -243,8 +318,8 @@ def resolve_settings(
         profile=profile,
         thresholds=thresholds,
         baseline=baseline,
-        report_dir=Path(merged["report_dir"]),
-        cache_dir=None if merged["no_cache"] else Path(merged["cache"]),
+        report_dir=_check_folder("--miqa-report-dir (report_dir)", merged["report_dir"], must_write=True),
+        cache_dir=None if merged["no_cache"] else _check_folder("--miqa-cache (cache)", merged["cache"], must_write=False),
         device=merged["device"],
         batch_size=merged["batch_size"],
         seed=merged["seed"],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: Reason prefix of a request whose condition image could not be made (e.g. too small to corrupt).
+CONDITION_FAILED = "condition "
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,24 @@ class ScoreRequest:
     embed: bool = False
 
 
+#: Most characters of a model's answer (or a failure reason) kept in the store and the reports.
+TEXT_CAP = 4096
+_CUT_MARK = re.compile(r"…\[cut, \d+ chars\]")
+
+
+def cap_text(text: str, cap: int = TEXT_CAP) -> str:
+    """``text`` cut to its first ``cap`` characters plus ``…[cut, N chars]`` (N: the full length);
+    unchanged when within the cap or already cut."""
+    if len(text) <= cap or (len(text) - cap < 40 and _CUT_MARK.fullmatch(text, cap)):
+        return text
+    return f"{text[:cap]}…[cut, {len(text)} chars]"
+
+
+def is_cut(text: str, cap: int = TEXT_CAP) -> bool:
+    """Whether ``text`` was cut by :func:`cap_text`."""
+    return len(text) > cap and _CUT_MARK.fullmatch(text, cap) is not None
+
+
 @dataclass
 class ScoreResult:
     """A judge's answer to one request.
@@ -98,7 +120,23 @@ class ScoreResult:
     embedding: np.ndarray | None = field(default=None, repr=False)
     image_embedding: np.ndarray | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        """Cap ``raw_text`` and ``error`` (a runaway answer must not fill the store and scores.csv)."""
+        self.raw_text = cap_text(self.raw_text)
+        if self.error is not None:
+            self.error = cap_text(self.error)
+
     @classmethod
     def failed(cls, method: str, reason: str, raw_text: str = "") -> "ScoreResult":
         """A result that records a failure instead of dropping the request."""
         return cls(score=float("nan"), method=method, parse_ok=False, raw_text=raw_text, error=reason)
+
+    def loss_stage(self, *, count_parse: bool = True) -> str | None:
+        """Why this result gives no usable score, as the ``stage`` of ``errors.csv``: ``corruption``
+        (the condition image could not be made), ``score`` (the judge failed), ``parse`` (the
+        answer did not parse; only with ``count_parse``), or None when the score is usable."""
+        if self.error:
+            return "corruption" if self.error.startswith(CONDITION_FAILED) else "score"
+        if count_parse and not self.parse_ok:
+            return "parse"
+        return None
