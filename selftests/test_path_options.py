@@ -25,7 +25,7 @@ PYPROJECT = """
 testpaths = ["tests"]
 junit_family = "xunit1"
 pythonpath = ["src"]
-addopts = "-o junit_suite_name=from_addopts"
+addopts = "--maxfail=7"
 markers = ["probe: declared only in this pyproject"]
 
 [tool.miqa]
@@ -47,7 +47,7 @@ import from_src
 def test_setup(pytestconfig, miqa_settings):
     assert pytestconfig.rootpath == Path(__file__).resolve().parents[1]
     assert pytestconfig.getini("junit_family") == "xunit1"
-    assert pytestconfig.getini("junit_suite_name") == "from_addopts"
+    assert pytestconfig.getoption("maxfail") == 7
     assert miqa_settings.profile == "strict"
     s = miqa_settings
     print("OBSERVED", json.dumps({
