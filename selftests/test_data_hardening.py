@@ -116,7 +116,7 @@ def test_deflated_dicom_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
 
 def test_dicom_pixel_data_over_the_per_file_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "MAX_FILE_DECODED_BYTES", 16 * 1024)
-    with pytest.raises(validate.ImageError, match=r"DICOM pixel data \(all frames\) would decode to 0 MiB \(over the 0 MiB"):
+    with pytest.raises(validate.ImageError, match=r"DICOM pixel data \(all frames\) would decode to 32 KiB \(over the 16 KiB per-file limit\)"):
         readers.read_image(Path(get_testdata_file("CT_small.dcm")))  # 128 x 128 x 2 bytes = 32 KiB
 
 
@@ -294,3 +294,19 @@ def test_stale_temp_cleanup_deletes_only_this_tools_temp_names(tmp_path, monkeyp
         os.utime(f, (time.time() - 3600,) * 2)
     assert safe_io.remove_stale_temp_files(tmp_path) == 1
     assert not own.exists() and all(f.exists() for f in others)
+
+
+def test_medimeta_hdf5_chunk_over_the_limit_is_an_error_record(tmp_path, monkeypatch):
+    import h5py
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "info.yaml").write_text("id: big\n", encoding="utf-8")
+    with h5py.File(folder / "images.hdf5", "w") as fh:  # one chunk holds all 64 images (48 KiB)
+        fh.create_dataset("images", data=np.zeros((64, 16, 16, 3), np.uint8), chunks=(64, 16, 16, 3), compression="gzip")
+    monkeypatch.setattr(validate, "MAX_FILE_DECODED_BYTES", 16 * 1024)
+    records, errors = _everything(MedIMetaSource(str(folder)))
+    assert records == []
+    assert [(e.file, e.reason) for e in errors] == [
+        ("big/images.hdf5", "one HDF5 chunk of 'images' would decode to 48 KiB (over the 16 KiB per-file limit)")
+    ]

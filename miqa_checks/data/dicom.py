@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import groups, intensity, validate
-from .validate import ImageError, check_decoded_bytes, check_header_size, describe, finish
+from .validate import ImageError, check_decoded_bytes, check_header_size, describe, finish, size_text
 
 PHI_KEYWORDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientAge",
@@ -101,7 +101,7 @@ def read(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - a meta group pydicom cannot parse
         raise ImageError(f"truncated or corrupt DICOM ({type(exc).__name__})") from None
     if inflated > limit:
-        raise ImageError(f"deflated DICOM data set inflates to over {limit // 1024**2} MiB (the per-file limit)")
+        raise ImageError(f"deflated DICOM data set inflates to over {size_text(limit)} (the per-file limit)")
     try:
         ds = pydicom.dcmread(path)
         for _ in ds.iterall():  # convert every lazily parsed element now, inside this try

@@ -34,13 +34,22 @@ def check_header_size(width: int, height: int, frames: int = 1) -> None:
         raise ImageError(f"header declares {frames} frames")
 
 
+def size_text(nbytes: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``, ``3 * 1024**3`` -> ``"3 GiB"`` (binary units, 2 significant
+    digits below 100)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.2g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 def check_decoded_bytes(nbytes: float, what: str) -> None:
     """Refuse a file whose declared decoded size (``what``: e.g. ``"pixel data"``) is over
     MAX_FILE_DECODED_BYTES, before decoding it."""
     if nbytes > MAX_FILE_DECODED_BYTES:
         raise ImageError(
-            f"{what} would decode to {nbytes / 1024**2:.0f} MiB "
-            f"(over the {MAX_FILE_DECODED_BYTES // 1024**2} MiB per-file limit)"
+            f"{what} would decode to {size_text(nbytes)} (over the {size_text(MAX_FILE_DECODED_BYTES)} per-file limit)"
         )
 
 
