@@ -1,4 +1,4 @@
-"""Numeric kernels behind :mod:`miqa_checks.corruptions` (numpy/scipy/PIL only).
+"""Numeric kernels of the ImageNet-C set (:mod:`miqa_checks.conditions.imagenet_c`; numpy/scipy/PIL only).
 
 Every kernel takes uint8 pixels, ``H x W`` (grey) or ``H x W x K`` (``K`` stacked
 channels; for RGB ``K == 3``), and returns the same shape, uint8. Values are worked
