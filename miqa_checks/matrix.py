@@ -7,7 +7,6 @@ same matrix comes out in every process, with or without ``-k`` or ``-n``. Pure P
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -40,22 +39,15 @@ def condition_id(corruption: str, severity: int) -> str:
 
 
 def model_label(spec: str) -> str:
-    """A short, path-free label for a model spec, used in test ids and reports.
+    """A short, path-free, credential-free label for a model spec, used in test ids and reports.
 
     ``org/name`` -> ``org_name``; ``/abs/path/ckpt`` -> ``ckpt``; ``openai:http://h:1/v1#m`` -> ``openai-m``;
-    ``sim:pixelation=-20,seed=2`` -> ``sim_pixelation=-20_seed=2``; ``tiny-llava`` stays.
+    ``sim:pixelation=-20,seed=2`` -> ``sim-<hash8>``; ``NAME=SPEC`` -> ``NAME``; ``tiny-llava`` stays.
+    See :mod:`miqa_checks.judges.spec` (the one parser of model specs).
     """
-    if spec.startswith("openai:"):
-        body = "openai-" + spec.rpartition("#")[2]
-    elif spec.startswith("sim:"):
-        body = "sim_" + spec[4:]
-    elif "/" in spec or spec.startswith("."):
-        parts = [p for p in spec.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-        is_hub_id = len(parts) == 2 and not spec.startswith(("/", "."))
-        body = "_".join(parts) if is_hub_id else (parts[-1] if parts else "model")
-    else:
-        body = spec
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", body).strip("_") or "model"
+    from .judges.spec import model_label as label
+
+    return label(spec)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,10 @@ class MiqaState:
         from .report import format_terminal_summary
 
         terminalreporter.section("miqa-checks summary")
+        from .judges.spec import label_lines
+
+        for line in label_lines(self.settings.models):  # e.g. "model sim:pixelation=-13 -> label sim-1a2b3c4d"
+            terminalreporter.write_line(line)
         width = max(100, terminalreporter._tw.fullwidth)
         for line in format_terminal_summary(list(self.cell_rows.values()), width=width, notes=self.gate_lines):
             terminalreporter.write_line(line)

@@ -36,6 +36,7 @@ __all__ = [
     "format_float",
     "write_csv",
     "scrub",
+    "printable",
     "env_secrets",
     "sanitize_filename",
 ]
@@ -142,7 +143,15 @@ _KEY_PATTERNS = [
     re.compile(r"sk-[A-Za-z0-9_-]{8,}"),
     re.compile(r"hf_[A-Za-z0-9]{16,}"),
     re.compile(r"Bearer\s+\S+", re.IGNORECASE),
+    re.compile(r"\bBasic\s+[A-Za-z0-9+/]{6,}={0,2}"),
 ]
+# ``scheme://user:secret@host``: the whole userinfo goes (a user name can be a token too).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]+@")
+# ``?api_key=...`` / ``&token=...`` / ``;sig=...`` in a URL: keep the name, redact the value.
+_QUERY_TOKEN = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|pwd|sig|signature|auth|credential)[a-z0-9_.-]*)=)"
+    r"[^&#;\s'\"<>]+"
+)
 # ``api_key=...``, ``"authorization": "..."``: keep the name, redact the value.
 _KEY_ASSIGN = re.compile(
     r"(?i)\b(api[_-]?key|access[_-]?token|auth[_-]?token|authorization|password|secret)"
@@ -184,6 +193,9 @@ def scrub(text: Any, *, secrets: tuple[str, ...] | None = None) -> str:
     - ``sk-...``, ``hf_...``, ``Bearer ...``, ``api_key=...``, and the values of the env vars
       ``MIQA_OPENAI_API_KEY``, ``OPENAI_API_KEY``, ``HF_TOKEN`` -> ``<redacted>``.
     - ``PatientName=DOE^JOHN`` -> ``PatientName=<redacted>``; ``(0010,0010) ...`` -> redacted.
+    - credentials in URLs: ``http://user:pw@h`` -> ``http://<redacted>@h``; ``?api_key=K``,
+      ``&token=K``, ``&sig=K`` -> ``?api_key=<redacted>``; ``Basic <b64>`` -> ``<redacted>``.
+    - control characters other than newline and tab -> ``\\xNN`` (:func:`printable`).
 
     ``None`` becomes ``""``; non-strings are converted with ``str`` first. ``secrets``: the env
     values to redact (default: read now via :func:`env_secrets`; pass it when scrubbing many cells).
@@ -202,11 +214,31 @@ def scrub(text: Any, *, secrets: tuple[str, ...] | None = None) -> str:
     return _scrub_cached(text, secrets)
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: Any, *, multiline: bool = False) -> str:
+    """``text`` with control characters (ANSI escapes, NUL, CR, C1, lone surrogates) written as
+    ``\\xNN`` / ``\\uNNNN``: safe for a terminal line and for XML 1.0. ``multiline`` keeps ``\\n``
+    and ``\\t``.
+
+    >>> printable("ok\\x1b[31m\\rbad")
+    'ok\\\\x1b[31m\\\\x0dbad'
+    """
+    text = "" if text is None else str(text)
+    pattern = _UNPRINTABLE if multiline else _UNPRINTABLE_LINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
 @lru_cache(maxsize=65536)
 def _scrub_cached(text: str, secrets: tuple[str, ...]) -> str:
     for s in secrets:
         if s in text:
             text = text.replace(s, REDACTED)
+    if "://" in text:
+        text = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    text = _QUERY_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
     for pat in _KEY_PATTERNS:
         text = pat.sub(REDACTED, text)
     text = _KEY_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
@@ -214,7 +246,7 @@ def _scrub_cached(text: str, secrets: tuple[str, ...]) -> str:
     text = _PATIENT_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
     if "/" in text or "\\" in text:
         text = _PATHS.sub(_path_repl, text)
-    return text
+    return printable(text, multiline=True)
 
 
 # --------------------------------------------------------------------------- CSV cells

@@ -6,7 +6,9 @@ Authorization header, or offers an ``/embeddings`` endpoint that does or does no
 
 ``chat``:       ``"rating"`` answers ``answer`` (default ``"Rating: 3/5"``) as the message content;
                 ``"trickle"`` sends the whole raw HTTP answer one byte per ``trickle_s`` seconds;
-                ``"echo_auth"`` answers 400 quoting the request's Authorization header.
+                ``"echo_auth"`` answers 400 quoting the request's Authorization header (and an
+                ANSI escape and a NUL, as a careless server might).
+                ``echo_first`` = N: the first N chat requests get the ``echo_auth`` answer anyway.
 ``embeddings``: ``"image"`` (a vector from the image's bytes), ``"constant"`` (one vector for every
                 input), ``"absent"`` (404).
 
@@ -30,6 +32,7 @@ class StubServer:
     answer: str = "Rating: 3/5"
     embeddings: str = "absent"
     trickle_s: float = 0.2
+    echo_first: int = 0
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Authorization)
     hung_up: list[bool] = field(default_factory=list)
     trickling: int = 0  # trickled answers begun
@@ -95,8 +98,11 @@ class StubServer:
                 stub._record(self, "POST")
                 if self.path.endswith("/embeddings"):
                     return stub._embed(self, body)
-                if stub.chat == "echo_auth":
-                    return stub._json(self, 400, {"error": {"message": f"bad request; you sent {self.headers.get('Authorization')}"}})
+                with stub._lock:
+                    n_chat = sum(p.endswith("/chat/completions") for _, p, _ in stub.seen)
+                if stub.chat == "echo_auth" or n_chat <= stub.echo_first:
+                    text = f"bad request\x1b[2J\x00; you sent {self.headers.get('Authorization')}"
+                    return stub._json(self, 400, text.encode())  # raw: a JSON encoder would escape them
                 payload = {"id": "stub", "choices": [{"index": 0, "message": {"role": "assistant", "content": stub.answer}}]}
                 if stub.chat == "trickle":
                     return stub._trickle(self, payload)
@@ -109,12 +115,12 @@ class StubServer:
             self.seen.append((method, h.path, h.headers.get("Authorization") or ""))
 
     @staticmethod
-    def _raw(status: int, payload: dict) -> bytes:
-        data = json.dumps(payload).encode()
+    def _raw(status: int, payload: dict | bytes) -> bytes:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         return head.encode() + data
 
-    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
+    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: dict | bytes) -> None:
         h.wfile.write(self._raw(status, payload))
         h.wfile.flush()
 

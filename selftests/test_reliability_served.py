@@ -127,3 +127,45 @@ def test_served_model_faults_through_the_audit(tmp_path, server):
     assert scan_for(tmp_path / "cache", [FAKE_KEY]) == []
     assert FAKE_KEY not in run.output
     assert any("HTTP 400" in r["error"] for r in failed)
+
+
+# ------------------------------------------------------------------ URL credentials and control characters
+URL_SECRET = "pw-miqaURLcanary77"
+ANSWER = "Rating: 3/5 \x1b[31m\x00\x07\x0c\x1b]0;owned\x07"
+
+
+def test_url_credentials_and_control_characters_never_leak(tmp_path):
+    """``openai:http://user:secret@127.0.0.1:PORT/v1#m`` against a scripted server whose answers hold
+    control characters and whose first six answers are a 400 echoing the Authorization header (with
+    an ANSI escape and a NUL) back into errors.csv: the password
+    (and its basic-auth form) appears in no report, store or terminal line; junit.xml parses; no
+    raw control character reaches the terminal or a report."""
+    import base64
+    import xml.etree.ElementTree as ET
+
+    from stub_openai import StubServer
+
+    stub = StubServer(answer=ANSWER, echo_first=6).start()  # 6 of 8 requests fail with the echo
+    basic = base64.b64encode(f"canary:{URL_SECRET}".encode()).decode()
+    try:
+        spec = f"openai:{stub.base_url(f'canary:{URL_SECRET}')}#{stub.model}"
+        env = audit_env(MIQA_OPENAI_RETRIES="1", MIQA_OPENAI_CONCURRENCY="1")
+        env.pop("MIQA_OPENAI_API_KEY", None)
+        env.pop("OPENAI_API_KEY", None)
+        run = run_audit_env(tmp_path, "--miqa-model", spec, "--miqa-max-images", "4", "-rA",
+                            "-k", "corruption_stability and samples_ct and pixelation-1", env=env, timeout=300)
+    finally:
+        stub.stop()
+    assert run.returncode in (0, 1), run.output[-3000:]
+    assert f"Basic {basic}" in {auth for _, _, auth in stub.seen}  # the credentials were really sent
+    assert any("HTTP 400" in e["reason"] for e in run.csv("errors.csv"))  # the echo was recorded, scrubbed
+    markers = [URL_SECRET, basic]
+    assert scan_for(run.report_dir, markers) == []
+    assert scan_for(tmp_path / "cache", markers) == []
+    assert not any(m in run.output for m in markers)
+    ET.parse(run.report_dir / "junit.xml")  # parses: no raw control character inside
+    for name in ("junit.xml", "matrix.csv", "scores.csv", "errors.csv", "run.json", "summary.html"):
+        data = (run.report_dir / name).read_bytes()
+        assert not any(c in data for c in (b"\x1b", b"\x00", b"\x07")), name
+    assert not any(c in run.output for c in ("\x1b", "\x00", "\x07"))
+    assert run.run_info["models"][0]["label"] == f"openai-{stub.model}"

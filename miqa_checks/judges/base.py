@@ -37,11 +37,37 @@ class JudgeSettings:
     seed: int = 0
 
 
+#: where a judge's embeddings come from (``provenance()["embeddings"]``)
+EMBEDDING_SOURCES = ("none", "endpoint", "hidden-state", "simulated")
+
+
+class JudgeCancelled(Exception):
+    """Raised by ``score`` after :meth:`Judge.cancel`: nothing it was scoring may be stored."""
+
+
 class Judge(abc.ABC):
     """A quality judge. Subclasses load lazily: constructing one must be cheap."""
 
-    #: the spec the user gave (``tiny-llava``, ``openai:http://h:8000/v1#m``, ...)
+    #: the spec the user gave, without ``NAME=`` (``tiny-llava``, ``openai:http://h:8000/v1#m``, ...)
     spec: str
+
+    @property
+    def default_batch_size(self) -> int:
+        """Requests per ``score`` call when ``--miqa-batch-size`` is not given."""
+        return 16
+
+    def embedding_source(self) -> str:
+        """One of :data:`EMBEDDING_SOURCES`; ``none``: ``embedding`` always stays None, so the
+        properties that need embeddings are not applicable. May ask the server once (cached)."""
+        return "none"
+
+    def supports_embeddings(self) -> bool:
+        """True when ``score`` fills ``embedding`` for requests with ``embed=True``."""
+        return self.embedding_source() != "none"
+
+    def cancel(self) -> None:
+        """Stop promptly (any thread, e.g. a signal handler): in-flight and later ``score`` calls
+        raise :class:`JudgeCancelled`. Judges that cannot be interrupted ignore it."""
 
     @abc.abstractmethod
     def identity(self) -> str:

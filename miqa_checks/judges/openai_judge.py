@@ -32,12 +32,25 @@ Environment:
 ``MIQA_OPENAI_API_KEY``     unset      Bearer key (fallback ``OPENAI_API_KEY``); never logged
 ``MIQA_OPENAI_CONCURRENCY`` 4          simultaneous requests
 ``MIQA_OPENAI_RETRIES``     4          attempts per request (including the first)
-``MIQA_OPENAI_TIMEOUT``     60         seconds per request
+``MIQA_OPENAI_TIMEOUT``     60         seconds per request, whole (a trickling answer ends there)
 ``MIQA_OPENAI_BACKOFF``     0.5        first backoff delay in seconds (doubles per attempt)
 ``MIQA_OPENAI_MAX_RETRY_AFTER`` 60     cap on a server's ``Retry-After`` in seconds
 ==========================  =========  ==================================================
 
-The HTTP API gives no hidden states: ``embedding`` / ``image_embedding`` stay None.
+Time: each HTTP attempt has a whole-request deadline of ``MIQA_OPENAI_TIMEOUT`` (not per read:
+a server that trickles one byte a second is cut off there). Connections are not kept alive, so
+every attempt owns its socket; at the deadline, or on :meth:`OpenAIJudge.cancel` (any thread,
+e.g. a SIGTERM handler), the socket is shut down and the waiting thread returns at once.
+
+Embeddings: the chat API gives no hidden states. On first need the judge asks once whether
+``POST {base_url}/embeddings`` embeds images for the same model (two small different images in
+the chat ``messages`` form that vLLM and others accept; the answer must be two finite vectors of
+one length that differ). If so, ``embedding`` comes from there (``provenance()["embeddings"]`` is
+``endpoint``); otherwise it stays None (``none``) and the properties that need embeddings are
+not applicable.
+
+Credentials: userinfo in the base URL (``http://user:pw@host``) is sent as HTTP basic auth and
+never shown: labels, messages and provenance use ``host:port/path`` only.
 """
 
 from __future__ import annotations
@@ -50,21 +63,23 @@ import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import JudgeError, MiqaUsageError
 from ..prompts import parse_rating
 from ..records import ScoreRequest, ScoreResult
-from .base import SCORING_METHODS, Judge, JudgeSettings
+from .base import SCORING_METHODS, Judge, JudgeCancelled, JudgeSettings
+from .spec import OPENAI_FORM, ModelSpec, parse_model_spec
 
 logger = logging.getLogger(__name__)
 
-SPEC_FORM = "openai:<base_url>#<model>, e.g. openai:http://127.0.0.1:8000/v1#tiny"
+SPEC_FORM = OPENAI_FORM
 LEVELS = ("1", "2", "3", "4", "5")
 TOP_LOGPROBS = 20
 EXPECTED_MAX_TOKENS = 1
@@ -73,6 +88,7 @@ NO_LOGPROBS_GIVE_UP = 2
 _BACKOFF_CAP_S = 10.0
 _PROBE_CONNECT_S = 2.0
 _PROBE_TRIES = 2
+_EMBED_PROBE_S = 30.0
 
 
 def _env_number(name: str, default: float, kind: type, minimum: float) -> Any:
@@ -88,38 +104,54 @@ def _env_number(name: str, default: float, kind: type, minimum: float) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class _Spec:
-    base_url: str  # scheme://[user@]host[:port]/path, no trailing slash
-    model: str
-    display_url: str  # host:port/path, no credentials, no scheme
-    safe_spec: str  # the spec without credentials in the URL
-
-
-def parse_spec(spec: str) -> _Spec:
-    """Split ``openai:<base_url>#<model>``; raise MiqaUsageError naming the expected form."""
+def parse_spec(spec: str) -> ModelSpec:
+    """``openai:<base_url>#<model>`` -> its :class:`ModelSpec` (base_url, model, display_url, safe_spec);
+    MiqaUsageError naming the expected form. The URL ends at the first ``#``."""
     if not isinstance(spec, str) or not spec.startswith("openai:"):
         raise MiqaUsageError(f"not an OpenAI-compatible judge spec: {spec!r}; expected {SPEC_FORM}")
-    rest = spec[len("openai:"):]
-    base_url, sep, model = rest.partition("#")
-    base_url = base_url.strip().rstrip("/")
-    model = model.strip()
-    if not sep or not model:
-        raise MiqaUsageError(f"judge spec {spec!r} names no model after '#'; expected {SPEC_FORM}")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MiqaUsageError(
-            f"judge spec {spec!r} has no http(s) base URL with a host; expected {SPEC_FORM}"
-        )
-    if parts.query or parts.fragment:
-        raise MiqaUsageError(f"judge spec {spec!r}: the base URL must not carry a query; expected {SPEC_FORM}")
+    parsed = parse_model_spec(spec)
+    if parsed.kind != "openai" or parsed.name is not None:
+        raise MiqaUsageError(f"not an OpenAI-compatible judge spec: {parsed.safe!r}; expected {SPEC_FORM}")
+    return parsed
+
+
+class _Attempt:
+    """One HTTP attempt whose sockets a deadline timer or :meth:`OpenAIJudge.cancel` can shut down.
+
+    ``trace`` is the httpcore trace hook: it records each socket the attempt opens.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self.aborted: str | None = None  # "deadline" or "cancelled"
+
+    def trace(self, event: str, info: dict) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            with self._lock:
+                self._streams.append(stream)
+                aborted = self.aborted
+            if aborted:
+                _shut(stream)
+
+    def abort(self, why: str) -> None:
+        with self._lock:
+            if self.aborted is None:
+                self.aborted = why
+            streams = list(self._streams)
+        for stream in streams:
+            _shut(stream)
+
+
+def _shut(stream: Any) -> None:
+    """Shut a network stream's socket down: a thread blocked reading it returns at once."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise MiqaUsageError(f"judge spec {spec!r} has an invalid port; expected {SPEC_FORM}") from None
-    display = f"{parts.hostname}:{port}{parts.path}"
-    safe = spec if "@" not in parts.netloc else f"openai:{parts.scheme}://{display}#{model}"
-    return _Spec(base_url=base_url, model=model, display_url=display, safe_spec=safe)
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def encode_image_png(image: Any) -> str:
@@ -197,6 +229,36 @@ def level_probs(entries: Sequence[tuple[str, float]]) -> tuple[float, ...] | Non
     return tuple(math.exp(combined[k] - top) / z if k in combined else 0.0 for k in range(1, 6))
 
 
+T = TypeVar("T")
+
+
+def _first_choice(data: Any) -> dict:
+    """The first choice of a chat-completions answer (a dict with ``message``); TypeError if absent."""
+    choice = data["choices"][0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise TypeError("no message")
+    return choice
+
+
+def _vector(data: Any) -> Any:
+    """The first embedding of an ``/embeddings`` answer: float32 (D,), D >= 2, finite; TypeError if not."""
+    import numpy as np
+
+    values = data["data"][0]["embedding"]
+    if not isinstance(values, list) or len(values) < 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise TypeError("no embedding vector")
+    vector = np.asarray(values, dtype=np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise TypeError("non-finite embedding")
+    return vector
+
+
+class _DeadlinePassed(Exception):
+    """An HTTP attempt ran past its whole-request deadline and was cut off."""
+
+
 class _Failure(Exception):
     """A request that failed for good (after retries, or not retryable); message is the reason."""
 
@@ -219,13 +281,21 @@ class OpenAIJudge(Judge):
         self.max_retry_after_s: float = _env_number("MIQA_OPENAI_MAX_RETRY_AFTER", 60.0, float, 0.0)
         key = os.environ.get("MIQA_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
         self.__key = key.strip()
+        self.__secrets = self._url_secrets(self._spec.base_url)
+        # requests go to the URL without userinfo (httpx logs request URLs); userinfo becomes basic auth
+        parts = urlsplit(self._spec.base_url)
+        self._url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        self.__userinfo = parts.netloc.rpartition("@")[0]
+        self._cancelled = threading.Event()
+        self._open: set[_Attempt] = set()
+        self._embed_source: str | None = None
+        self._embed_lock = threading.Lock()
         self._client: Any = None
         self._lock = threading.Lock()
         self._ready = False
         self._server_model_id: str | None = None
         self._server_models: list[str] = []
         self._rng = random.Random(settings.seed)
-        self._warned_embed = False
         # counters (under _lock)
         self._n_requests = 0
         self._n_retries = 0
@@ -234,15 +304,29 @@ class OpenAIJudge(Judge):
         self._n_logprobs_no = 0
 
     def __repr__(self) -> str:
-        return f"OpenAIJudge({self.spec!r}, method={self.settings.method!r})"
+        return f"OpenAIJudge({self._spec.safe_spec!r}, method={self.settings.method!r})"
 
     # ------------------------------------------------------------------ secrets
+    @staticmethod
+    def _url_secrets(base_url: str) -> tuple[str, ...]:
+        """The base URL's userinfo, password and basic-auth token (4+ characters), longest first."""
+        parts = urlsplit(base_url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        if not userinfo:
+            return ()
+        user, _, password = userinfo.partition(":")
+        basic = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        found = {userinfo, password, unquote(password), basic}
+        return tuple(sorted((x for x in found if len(x) >= 4), key=len, reverse=True))
+
     def _scrub(self, text: str) -> str:
-        """Remove the API key (and any bearer token) from a text that may reach a log or report."""
+        """Remove the API key, URL credentials and any bearer / basic token from a text that may
+        reach a log or report."""
         text = str(text)
-        if self.__key:
-            text = text.replace(self.__key, "***")
-        return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
+        for secret in (self.__key, *self.__secrets):
+            if secret:
+                text = text.replace(secret, "***")
+        return re.sub(r"(?i)\b(bearer|basic)(\s+)\S+", r"\1\2***", text)
 
     # ------------------------------------------------------------------ plumbing
     def _get_client(self) -> Any:
@@ -253,49 +337,83 @@ class OpenAIJudge(Judge):
                 headers = {"Accept": "application/json"}
                 if self.__key:
                     headers["Authorization"] = f"Bearer {self.__key}"
+                user, _, password = self.__userinfo.partition(":")
                 self._client = httpx.Client(
                     headers=headers,
+                    auth=httpx.BasicAuth(unquote(user), unquote(password)) if self.__userinfo else None,
                     timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
-                    limits=httpx.Limits(
-                        max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-                    ),
+                    # no keep-alive: each attempt opens (and owns) its socket, which its deadline can shut
+                    limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=0),
                     follow_redirects=False,
                 )
             return self._client
 
+    def _send(self, method: str, path: str, body: dict | None, *, deadline_s: float, connect_s: float | None = None) -> Any:
+        """One HTTP attempt, read whole within ``deadline_s`` seconds: the httpx response, body read.
+
+        Raises httpx errors, :class:`_DeadlinePassed` when the deadline cut it off, and
+        JudgeCancelled after :meth:`cancel`.
+        """
+        import httpx
+
+        client = self._get_client()
+        attempt = _Attempt()
+        with self._lock:
+            self._open.add(attempt)
+        if self._cancelled.is_set():  # checked after joining _open: cancel() sees it there or we see the flag
+            attempt.abort("cancelled")
+        timer = threading.Timer(deadline_s, attempt.abort, args=("deadline",))
+        timer.daemon = True
+        timer.start()
+        try:
+            if attempt.aborted == "cancelled":
+                raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
+            timeout = httpx.Timeout(deadline_s, connect=connect_s if connect_s is not None else min(deadline_s, 10.0))
+            with client.stream(method, f"{self._url}/{path}", json=body, timeout=timeout,
+                               extensions={"trace": attempt.trace}) as response:
+                response.read()
+                return response
+        except httpx.HTTPError:
+            if attempt.aborted == "cancelled":
+                raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled") from None
+            if attempt.aborted == "deadline":
+                raise _DeadlinePassed() from None
+            raise
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._open.discard(attempt)
+
     def _ensure_ready(self) -> None:
-        """Probe ``GET {base_url}/models`` once: unreachable -> JudgeError naming the URL."""
+        """Probe ``GET {base_url}/models`` once: unreachable -> JudgeError naming the server."""
         if self._ready:
             return
         import httpx
 
-        client = self._get_client()
-        url = f"{self._spec.base_url}/models"
         last: Exception | None = None
         response = None
         for attempt in range(_PROBE_TRIES):
             try:
-                response = client.get(
-                    url, timeout=httpx.Timeout(min(self.timeout_s, 10.0), connect=min(self.timeout_s, _PROBE_CONNECT_S))
-                )
+                response = self._send("GET", "models", None, deadline_s=min(self.timeout_s, 10.0),
+                                      connect_s=min(self.timeout_s, _PROBE_CONNECT_S))
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = exc
-                if attempt + 1 < _PROBE_TRIES:
-                    time.sleep(0.3)
-            except httpx.HTTPError as exc:  # reachable but odd (read timeout, protocol error): go on
-                logger.warning("probe of %s failed (%s); going on", self._spec.display_url, self._scrub(exc))
+                if attempt + 1 < _PROBE_TRIES and self._cancelled.wait(0.3):
+                    raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled") from None
+            except (httpx.HTTPError, _DeadlinePassed) as exc:  # reachable but odd (slow, protocol error): go on
+                logger.warning("probe of %s failed (%s); going on", self._spec.display_url, self._scrub(repr(exc)))
                 last = None
                 break
         if response is None and last is not None:
             raise JudgeError(
-                f"cannot reach the OpenAI-compatible server at {self._spec.base_url} "
-                f"({type(last).__name__}: {self._scrub(last)}); is it running? (judge {self.spec})"
+                f"cannot reach the OpenAI-compatible server at {self._spec.display_url} "
+                f"({type(last).__name__}: {self._scrub(last)}); is it running? (judge {self._spec.safe_spec})"
             )
         if response is not None:
             if response.status_code in (401, 403):
                 raise JudgeError(
-                    f"the server at {self._spec.base_url} refused the credentials (HTTP {response.status_code}); "
+                    f"the server at {self._spec.display_url} refused the credentials (HTTP {response.status_code}); "
                     "set MIQA_OPENAI_API_KEY (or OPENAI_API_KEY)"
                 )
             if response.status_code == 200:
@@ -341,18 +459,22 @@ class OpenAIJudge(Judge):
 
     def _post(self, body: dict) -> dict:
         """POST chat/completions with retries; return the first choice (dict with ``message``)."""
+        return self._request_json("chat/completions", body, _first_choice)
+
+    def _request_json(self, path: str, body: dict, extract: Callable[[Any], T], attempts: int | None = None) -> T:
+        """POST ``path`` with retries; ``extract`` reads the JSON answer (raising ValueError, KeyError,
+        IndexError or TypeError when it is malformed, which is retried). Raises _Failure for good."""
         import httpx
 
-        client = self._get_client()
-        url = f"{self._spec.base_url}/chat/completions"
+        attempts = attempts or self.max_attempts
         reason = "no attempt"
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, attempts + 1):
             retry_after = None
             with self._lock:
                 self._n_requests += 1
             try:
-                response = client.post(url, json=body)
-            except httpx.TimeoutException:
+                response = self._send("POST", path, body, deadline_s=self.timeout_s)
+            except (httpx.TimeoutException, _DeadlinePassed):
                 reason = f"timeout ({self.timeout_s:g} s)"
             except httpx.TransportError as exc:
                 reason = f"connection error ({type(exc).__name__})"
@@ -360,11 +482,7 @@ class OpenAIJudge(Judge):
                 status = response.status_code
                 if status == 200:
                     try:
-                        data = response.json()
-                        choice = data["choices"][0]
-                        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
-                            raise TypeError("no message")
-                        return choice
+                        return extract(response.json())
                     except (ValueError, KeyError, IndexError, TypeError):
                         reason = "malformed JSON response"
                 elif status == 429 or status >= 500:
@@ -374,16 +492,17 @@ class OpenAIJudge(Judge):
                 else:
                     detail = response.text[:200].replace("\n", " ")
                     raise _Failure(self._scrub(f"HTTP {status} (not retried): {detail}"))
-            if attempt < self.max_attempts:
+            if attempt < attempts:
                 delay = self._backoff(attempt, retry_after)
                 with self._lock:
                     self._n_retries += 1
                 logger.info(
                     "%s from %s (attempt %d/%d); retrying in %.2f s",
-                    self._scrub(reason), self._spec.display_url, attempt, self.max_attempts, delay,
+                    self._scrub(reason), self._spec.display_url, attempt, attempts, delay,
                 )
-                time.sleep(delay)
-        raise _Failure(self._scrub(f"{reason} after {self.max_attempts} attempts"))
+                if self._cancelled.wait(delay):
+                    raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
+        raise _Failure(self._scrub(f"{reason} after {attempts} attempts"))
 
     def _messages(self, request: ScoreRequest) -> list[dict]:
         system = request.system_prompt if request.system_prompt is not None else self.settings.system_prompt
@@ -423,14 +542,20 @@ class OpenAIJudge(Judge):
             return self._n_logprobs_yes == 0 and self._n_logprobs_no >= NO_LOGPROBS_GIVE_UP
 
     def _score_one(self, request: ScoreRequest) -> ScoreResult:
-        method = self.settings.method
         try:
             messages = self._messages(request)
         except Exception as exc:  # unusable image: a record, not a crash
-            return ScoreResult.failed(method, self._scrub(f"cannot encode image: {exc}"))
-        if request.embed and not self._warned_embed:
-            self._warned_embed = True
-            logger.warning("the OpenAI-compatible judge cannot return embeddings; they stay empty")
+            return ScoreResult.failed(self.settings.method, self._scrub(f"cannot encode image: {exc}"))
+        result = self._rate(messages)
+        if request.embed and result.error is None and self.embedding_source() == "endpoint":
+            try:
+                result.embedding = self._request_json("embeddings", self._embed_body(messages), _vector)
+            except _Failure as exc:  # the cell reports the missing embedding
+                logger.warning("no embedding from %s: %s", self._spec.display_url, exc)
+        return result
+
+    def _rate(self, messages: list[dict]) -> ScoreResult:
+        method = self.settings.method
         if method == "expected" and not self._skip_expected():
             try:
                 choice = self._post(self._body(messages, expected=True))
@@ -459,6 +584,8 @@ class OpenAIJudge(Judge):
     def _score_safe(self, request: ScoreRequest) -> ScoreResult:
         try:
             result = self._score_one(request)
+        except JudgeCancelled:
+            raise
         except Exception as exc:  # a bug or an odd response must not end the run
             logger.warning("unexpected error scoring one item: %s", self._scrub(repr(exc)))
             result = ScoreResult.failed(self.settings.method, self._scrub(f"unexpected error: {exc!r}"))
@@ -472,11 +599,63 @@ class OpenAIJudge(Judge):
         requests = list(requests)
         if not requests:
             return []
+        if self._cancelled.is_set():
+            raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
         self._ensure_ready()
         if len(requests) == 1 or self.concurrency == 1:
             return [self._score_safe(r) for r in requests]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="miqa-openai") as pool:
             return list(pool.map(self._score_safe, requests))
+
+    @property
+    def default_batch_size(self) -> int:
+        """Four waves of ``MIQA_OPENAI_CONCURRENCY`` requests: one slow answer stalls a quarter batch."""
+        return 4 * self.concurrency
+
+    def embedding_source(self) -> str:
+        """``endpoint`` when ``/embeddings`` embeds images for this model (asked once), else ``none``."""
+        with self._embed_lock:
+            if self._embed_source is None:
+                self._embed_source = self._probe_embeddings()
+            return self._embed_source
+
+    def _embed_body(self, messages: list[dict]) -> dict:
+        return {"model": self._spec.model, "messages": messages, "encoding_format": "float"}
+
+    def _probe_embeddings(self) -> str:
+        """Embed two different small images once; ``endpoint`` only for two finite, equal-length,
+        different vectors."""
+        import numpy as np
+
+        self._ensure_ready()
+        vectors = []
+        for level in (0, 255):
+            image = np.full((16, 16), level, dtype=np.uint8)
+            image[::4, ::4] = 128
+            messages = [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": encode_image_png(image)}},
+                {"type": "text", "text": "Describe the image."},
+            ]}]
+            try:
+                vectors.append(self._request_json("embeddings", self._embed_body(messages), _vector, attempts=1))
+            except _Failure as exc:
+                logger.info("%s gives no image embeddings (%s): embedding properties are not applicable",
+                            self._spec.display_url, exc)
+                return "none"
+        first, second = vectors
+        if first.shape != second.shape or np.array_equal(first, second):
+            logger.info("%s/embeddings ignores the image: embedding properties are not applicable", self._spec.display_url)
+            return "none"
+        return "endpoint"
+
+    def cancel(self) -> None:
+        """Stop waiting now: shut every in-flight request's socket; this and later ``score`` calls
+        raise JudgeCancelled (pending items of a batch are not sent)."""
+        self._cancelled.set()
+        with self._lock:
+            attempts = list(self._open)
+        for attempt in attempts:
+            attempt.abort("cancelled")
 
     def identity(self) -> str:
         self._ensure_ready()
@@ -499,7 +678,7 @@ class OpenAIJudge(Judge):
     def provenance(self) -> dict[str, str]:
         stats = self.stats()
         return {
-            "spec": self._scrub(self._spec.safe_spec),
+            "spec": self._spec.safe_spec,
             "identity": self.identity(),
             "backend": "openai-compatible",
             "base_url": self._spec.display_url,
@@ -507,7 +686,7 @@ class OpenAIJudge(Judge):
             "server_model_id": self._server_model_id or "",
             "method": self.settings.method,
             "server_logprobs": self.server_logprobs(),
-            "embeddings": "unsupported",
+            "embeddings": self._embed_source or "not asked",
             "concurrency": str(self.concurrency),
             "max_attempts": str(self.max_attempts),
             "timeout_s": f"{self.timeout_s:g}",

@@ -318,6 +318,11 @@ class SimulatedJudge(Judge):
         self._para_texts = list(PARAPHRASES.values())
 
     # -- Judge API
+    default_batch_size = 256
+
+    def embedding_source(self) -> str:
+        return "simulated"
+
     def identity(self) -> str:
         return f"{SIM_VERSION} {canonical(self.knobs)} method={self.settings.method}"
 
@@ -328,6 +333,7 @@ class SimulatedJudge(Judge):
             "kind": "simulated",
             "preset": self.preset,
             "method": self.settings.method,
+            "embeddings": self.embedding_source(),
         }
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:

@@ -42,6 +42,7 @@ from ..errors import JudgeError, MiqaUsageError
 from ..prompts import parse_rating
 from ..records import ScoreRequest, ScoreResult
 from .base import SCORING_METHODS, Judge, JudgeSettings
+from .spec import parse_model_spec
 
 LEVELS = (1, 2, 3, 4, 5)
 _WEIGHT_SAFE = (".safetensors",)
@@ -82,7 +83,7 @@ class TransformersJudge(Judge):
     ) -> None:
         if settings.method not in SCORING_METHODS:
             raise MiqaUsageError(f"unknown scoring method {settings.method!r}; use one of {', '.join(SCORING_METHODS)}")
-        if spec.startswith("tiny-") and not Path(spec).is_dir():
+        if parse_model_spec(spec).kind == "tiny":
             from .tiny import FAMILIES, tiny_checkpoint
 
             if spec not in FAMILIES:
@@ -131,7 +132,7 @@ class TransformersJudge(Judge):
                 if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
                     self._display = folder.parent.parent.name[len("models--"):].replace("--", "/")
                     self._revision = folder.name
-            elif spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec:
+            elif parse_model_spec(spec).kind == "folder":
                 # looks like a path, not an HF id (``org/name``); name only its last part (no paths in reports)
                 raise JudgeError(
                     f"model folder {Path(spec).name!r} (given to --miqa-model) does not exist; pass an existing "
@@ -227,6 +228,18 @@ class TransformersJudge(Judge):
 
             self._device = resolve_device(self.settings.device)
 
+    @property
+    def default_batch_size(self) -> int:
+        """16 on the CPU, 32 on a GPU (the judge still halves on out-of-memory)."""
+        try:
+            self._resolve_device()
+        except (JudgeError, MiqaUsageError):
+            return 16
+        return 16 if self._device == "cpu" else 32
+
+    def embedding_source(self) -> str:
+        return "hidden-state"
+
     def _method_tag(self) -> str:
         if self.settings.method == "generate":
             return f"generate-{self.settings.max_new_tokens}"
@@ -257,6 +270,7 @@ class TransformersJudge(Judge):
             "method": self.settings.method,
             "max_new_tokens": str(self.settings.max_new_tokens) if self.settings.method == "generate" else "",
             "batch_size": str(self._batch_size or "auto"),
+            "embeddings": self.embedding_source(),
             "transformers": version("transformers"),
             "torch": version("torch"),
             "identity": ident,
