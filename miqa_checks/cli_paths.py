@@ -20,7 +20,7 @@ import copy
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, NoReturn
 
 import pytest
 
@@ -34,9 +34,16 @@ def spaced_values(args: list[str], value_flags: Collection[str], cwd: Path) -> l
     for flag, value in zip(args, args[1:]):
         if flag == "--":
             break
-        if flag in value_flags and (cwd / value).exists():
+        if flag in value_flags and _exists(cwd / value):
             pairs.append((flag, value))
     return pairs
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def correct_setup(config: pytest.Config, args: list[str], value_flags: Collection[str]) -> None:
@@ -50,15 +57,15 @@ def correct_setup(config: pytest.Config, args: list[str], value_flags: Collectio
     if not spaced:
         return
     if not all(hasattr(config, a) for a in _CONFIG_ATTRS) or not _inicfg_attr(config):
-        return _refuse(spaced, config, "this pytest version keeps its configuration where miqa-checks cannot correct it")
+        _refuse(spaced, config, "this pytest version keeps its configuration where miqa-checks cannot correct it")
     ns = config._parser.parse_known_args(cmdargs, namespace=copy.copy(config.option))
     rootpath, inipath, inicfg, ignored = _determine_setup(ns, config.invocation_params.dir)
     if (rootpath, inipath) == (config.rootpath, config.inipath):
         return
     if not known_layout:
-        return _refuse(spaced, config, "pytest put its arguments in an order miqa-checks does not know")
+        _refuse(spaced, config, "pytest put its arguments in an order miqa-checks does not know")
     if old_addopts or config.getini("pythonpath"):
-        return _refuse(spaced, config, f"pytest already applied the addopts/pythonpath of {config.inipath}")
+        _refuse(spaced, config, f"pytest already applied the addopts/pythonpath of {config.inipath}")
 
     config._rootpath, config._inipath = rootpath, inipath
     setattr(config, _inicfg_attr(config), inicfg)
@@ -69,7 +76,7 @@ def correct_setup(config: pytest.Config, args: list[str], value_flags: Collectio
 
     addopts = [str(a) for a in config.getini("addopts")]
     if any(_loads_plugin_or_assert_mode(a, b) for a, b in zip(addopts, [*addopts[1:], ""])):
-        return _refuse(spaced, config, f"the addopts of {inipath} load plugins or set --assert, which pytest does earlier")
+        _refuse(spaced, config, f"the addopts of {inipath} load plugins or set --assert, which pytest does earlier")
     args[:] = addopts + cmdargs
     known = config._parser.parse_known_args(args, namespace=copy.copy(config.option))
     _apply_addopts_overrides(config, known)
@@ -128,7 +135,7 @@ def _loads_plugin_or_assert_mode(arg: str, following: str) -> bool:
     return arg == "--assert" or arg.startswith("--assert=")
 
 
-def _refuse(spaced: list[tuple[str, str]], config: pytest.Config, why: str) -> None:
+def _refuse(spaced: list[tuple[str, str]], config: pytest.Config, why: str) -> NoReturn:
     written = " ".join(f"{flag} {value}" for flag, value in spaced)
     fixed = " ".join(f"{flag}={value}" for flag, value in spaced)
     raise pytest.UsageError(

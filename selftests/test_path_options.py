@@ -143,3 +143,12 @@ def test_space_spelling_refused_when_pytest_already_used_another_configuration(p
     assert f"--miqa-data={images}" in output
     assert "test_outside" not in output and "test_setup" not in output
     assert _run(project, f"--miqa-data={images}").ret == 0
+
+
+def test_values_that_cannot_be_paths_are_no_paths(tmp_path):
+    """A 5000-character sim spec or a NUL byte makes ``Path.exists`` raise: not a path, no crash."""
+    from miqa_checks.cli_paths import spaced_values
+
+    args = ["--miqa-model", "sim:" + "x" * 5000, "--miqa-data", "a\0b", "--miqa-cache", str(tmp_path)]
+    flags = {"--miqa-model", "--miqa-data", "--miqa-cache"}
+    assert spaced_values(args, flags, tmp_path) == [("--miqa-cache", str(tmp_path))]
