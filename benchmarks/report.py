@@ -10,6 +10,8 @@ from .common import fmt_seconds, fmt_value
 
 TITLES = {
     "corruptions": "1. Corruptions: miqa_checks.corruptions vs imagecorruptions (all 5 severities, embedded images)",
+    "corruptions_rgb224": "1b. Corruptions on 224 x 224 RGB (MediMeta-C's format) vs imagecorruptions",
+    "medical_corruptions": "1c. Medical corruptions (MedMNIST-C set) vs medmnistc: speed, fidelity in the notes",
     "scoring": "2. Scoring path on the tiny checkpoints (CPU): throughput ratios",
     "overhead": "3. Harness overhead: full default matrix on tiny-llava, cold cache",
     "cache": "4. Result store: `pytest -k pixelation` cold vs warm",
