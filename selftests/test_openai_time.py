@@ -78,3 +78,25 @@ def test_cancel_stops_waiting_on_in_flight_requests(trickler, monkeypatch):
     assert len(chat) == 2  # the two in flight; the pending two were never sent
     with pytest.raises(JudgeCancelled):
         judge.score([_request(9)])
+
+
+def test_an_interrupt_in_the_calling_thread_stops_the_requests_in_flight(trickler, monkeypatch):
+    """Ctrl-C or SIGTERM (raised as KeyboardInterrupt in the main thread) while a batch is in flight:
+    the judge shuts its sockets instead of waiting for the workers to finish their answers."""
+    import os
+    import signal
+
+    monkeypatch.setenv("MIQA_OPENAI_TIMEOUT", "3600")
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
+    judge = load_judge(f"openai:{trickler.base_url()}#{trickler.model}", JudgeSettings(method="generate"))
+
+    def interrupt() -> None:
+        if trickler.wait_trickling(2):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert threading.current_thread() is threading.main_thread()
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        judge.score([_request(i) for i in range(4)])
+    judge.close()
+    assert trickler.trickles_ended(2) == [True, True]  # both answers were cut off, not waited for

@@ -66,7 +66,7 @@ import re
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -604,8 +604,21 @@ class OpenAIJudge(Judge):
         self._ensure_ready()
         if len(requests) == 1 or self.concurrency == 1:
             return [self._score_safe(r) for r in requests]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="miqa-openai") as pool:
-            return list(pool.map(self._score_safe, requests))
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="miqa-openai")
+        try:
+            futures = [pool.submit(self._score_safe, r) for r in requests]
+            pending = set(futures)
+            while pending:  # short waits: a signal handler (Ctrl-C, SIGTERM) runs in this thread promptly
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                failed = next((f.exception() for f in done if f.exception() is not None), None)
+                if failed is not None:  # JudgeCancelled: _score_safe turns everything else into a result
+                    raise failed
+            return [f.result() for f in futures]
+        except BaseException:  # interrupted or cancelled: stop the requests in flight, not wait for them
+            self.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def default_batch_size(self) -> int:
