@@ -181,3 +181,23 @@ def test_summary_md_is_written_for_ci(tmp_path):
     assert text.startswith("## miqa-checks summary\n")
     assert "**FAILED**" in text and "| sim-paper |" in text
     assert "test_corruption_stability[sim-paper-samples_ct-pixelation-" in text
+
+
+def test_a_batch_holds_at_most_the_image_memory_budget(tmp_path, monkeypatch):
+    """Large images split a batch before it reaches the judge's batch size (a batch makes every
+    condition image of its requests at once)."""
+    import numpy as np
+
+    from miqa_checks import engine as engine_module
+    from miqa_checks.cache import ResultStore
+    from miqa_checks.engine import Engine, WorkItem
+    from miqa_checks.records import ImageRecord
+
+    monkeypatch.setattr(engine_module, "MAX_BATCH_IMAGE_BYTES", 3 * 100 * 100)
+    engine = Engine(_settings(), store=ResultStore(tmp_path, "run"), progress=False)
+    sizes = {"a": 100, "b": 100, "c": 100, "d": 180, "e": 10}  # square grey images, side in pixels; d alone exceeds it
+    engine._records = {("d", k): ImageRecord(k, "d", "CT", np.zeros((s, s), np.uint8)) for k, s in sizes.items()}
+    items = [WorkItem("sim-robust", "d", k, RequestSpec("clean"), k) for k in sizes]
+    batches = [[i.image_id for i in b] for b in engine._batches("sim-robust", items)]
+    assert batches == [["a", "b", "c"], ["d"], ["e"]]
+    engine.store.close()
