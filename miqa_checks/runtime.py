@@ -22,7 +22,7 @@ import pytest
 from .cache import ResultStore
 from .engine import Engine
 from .config import Settings
-from .evaluate import CellOutcome, error_verdict, evaluate_cell
+from .evaluate import CellOutcome, error_verdict, evaluate_cell, not_applicable_verdict
 from .stats import ERROR, FAIL, INCONCLUSIVE, NOT_APPLICABLE
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
@@ -68,6 +68,11 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
     if engine.identity(cell.model) is None:
         reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
         outcome = CellOutcome(error_verdict(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
+    elif any(spec.embed for spec in cell.requests()) and not engine.judge(cell.model).supports_embeddings():
+        outcome = CellOutcome(not_applicable_verdict(
+            f"model {cell.label} gives no embeddings (a served model without an embeddings endpoint "
+            "that takes images): this property needs them"
+        ))
     else:
         outcome = evaluate_cell(
             cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,

@@ -201,3 +201,22 @@ def test_a_batch_holds_at_most_the_image_memory_budget(tmp_path, monkeypatch):
     batches = [[i.image_id for i in b] for b in engine._batches("sim-robust", items)]
     assert batches == [["a", "b", "c"], ["d"], ["e"]]
     engine.store.close()
+
+
+@pytest.mark.parametrize("embeddings, verdicts", [("absent", {"not_applicable"}), ("image", {"pass", "inconclusive", "fail"})])
+def test_a_served_model_without_embeddings_skips_the_embedding_cells(tmp_path, embeddings, verdicts):
+    """Was: every embedding cell failed with 'embeddings missing', so every served audit exited 1."""
+    from stub_openai import StubServer
+
+    stub = StubServer(embeddings=embeddings).start()
+    try:
+        run = run_audit(tmp_path, f"--miqa-model=openai:{stub.base_url()}#{stub.model}", "-k", "embedding and samples_ct and pixelation")
+    finally:
+        stub.stop()
+    (row,) = run.matrix
+    assert row["verdict"] in verdicts, run.output[-2000:]
+    if embeddings == "absent":
+        assert run.returncode == 0, run.output[-2000:]
+        assert "gives no embeddings" in row["reason"] and "1 skipped" in run.output
+    (model,) = run.run_info["models"]
+    assert model["embeddings"] == ("none" if embeddings == "absent" else "endpoint")
