@@ -269,47 +269,46 @@ def stain_deposit(x: np.ndarray, max_marks: int, ink_size: int, rng: np.random.G
     return out
 
 
-@lru_cache(maxsize=8)
-def _bubble_luts() -> np.ndarray:
-    """(256, 256) uint8: PIL's paste of white through alpha a onto level x, exactly, for every (a, x)."""
-    ramp = Image.frombytes("L", (256, 256), bytes(range(256)) * 256)
-    alpha = Image.frombytes("L", (256, 256), bytes(a for a in range(256) for _ in range(256)))
-    base = ramp.copy()
-    base.paste(Image.new("L", (256, 256), 255), (0, 0), alpha)
-    return np.asarray(base).copy()
-
-
 def bubble(x: np.ndarray, max_radius: int, max_bubbles: int, rng: np.random.Generator) -> np.ndarray:
     """7..max_bubbles translucent white bubbles (radius 3..max_radius; alpha 100, a 2 px rim of 130),
     drawn as MedMNIST-C draws them (PIL ellipses on an alpha layer, later bubbles over earlier ones),
-    then composited with PIL's paste arithmetic (exact for a given set of bubbles)."""
+    then white blended through that layer with PIL's paste arithmetic (exact for a given set of bubbles)."""
     h, w = x.shape[:2]
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
     border = 2
-    for _ in range(int(rng.integers(7, max(7, max_bubbles) + 1))):
-        r = int(rng.integers(3, max(3, min(max_radius, w // 2, h // 2)) + 1))
-        cx = int(rng.integers(min(r, w - 1), max(w - r, min(r, w - 1)) + 1))
-        cy = int(rng.integers(min(r, h - 1), max(h - r, min(r, h - 1)) + 1))
+    n = int(rng.integers(7, max(7, max_bubbles) + 1))
+    radii = rng.integers(3, max(3, min(max_radius, w // 2, h // 2)) + 1, size=n)
+    cxs = rng.integers(np.minimum(radii, w - 1), np.maximum(w - radii, np.minimum(radii, w - 1)) + 1)
+    cys = rng.integers(np.minimum(radii, h - 1), np.maximum(h - radii, np.minimum(radii, h - 1)) + 1)
+    for r, cx, cy in zip(radii.tolist(), cxs.tolist(), cys.tolist()):
         draw.ellipse((cx - r - border, cy - r - border, cx + r + border, cy + r + border), fill=130)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=100)
-    a = np.asarray(layer)
-    ys, xs = np.nonzero(a)
+    a = np.asarray(layer).ravel()
+    idx = np.flatnonzero(a)
+    alpha = a.take(idx).astype(np.uint32)
     out = x.copy()
-    alpha = a[ys, xs] if x.ndim == 2 else a[ys, xs][:, None]
-    out[ys, xs] = _bubble_luts()[alpha, x[ys, xs]]
+    flat = out.reshape(h * w, -1)
+    v = flat.take(idx, axis=0).astype(np.uint32) * (255 - alpha[:, None]) + 255 * alpha[:, None] + 128
+    flat[idx] = ((v >> 8) + v) >> 8  # PIL's paste arithmetic: BLEND with DIV255
     return out
 
 
-@lru_cache(maxsize=512)
-def _glyph(letter: str, size: int) -> tuple[np.ndarray, int, int, float]:
-    """(alpha float32 (h, w) in [0, 1], left, top relative to the pen on the baseline, advance px)
-    of one letter in PIL's default font at ``size`` px, rendered once."""
+@lru_cache(maxsize=64)
+def _glyph_cells(size: int) -> tuple[dict[str, np.ndarray], int]:
+    """Per letter a ``(height, advance)`` float32 alpha cell of PIL's default font at ``size`` px,
+    all on one baseline, and that baseline's row; a word is its letters' cells side by side."""
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(letter, anchor="ls")
-    canvas = Image.new("L", (max(right - left, 1), max(bottom - top, 1)), 0)
-    ImageDraw.Draw(canvas).text((-left, -top), letter, fill=255, font=font, anchor="ls")
-    return np.asarray(canvas, dtype=np.float32) / 255.0, left, top, float(font.getlength(letter))
+    boxes = {c: font.getbbox(c, anchor="ls") for c in map(chr, range(97, 123))}
+    top = min(b[1] for b in boxes.values())
+    bottom = max(b[3] for b in boxes.values())
+    cells = {}
+    for c, (left, _, right, _) in boxes.items():
+        width = max(int(round(font.getlength(c))), right, 1)
+        canvas = Image.new("L", (width, bottom - top), 0)
+        ImageDraw.Draw(canvas).text((0, -top), c, fill=255, font=font, anchor="ls")
+        cells[c] = np.asarray(canvas, dtype=np.float32) / 255.0
+    return cells, -top
 
 
 def _stamp(out: np.ndarray, alpha: np.ndarray, top: int, left: int, colour: np.ndarray) -> None:
@@ -332,24 +331,28 @@ def characters(x: np.ndarray, max_words: int, max_letters: int, max_font_scale: 
     MedMNIST-C places them (bottom-left corner at x in [10, W - 8 * letters], y in [10, H - 10]).
 
     The reference draws with OpenCV's Hershey font at scale 0.14..max_font_scale; here PIL's
-    default font at ``round(30 * scale)`` px (about the same letter height), letters stamped from a
-    glyph cache without kerning: word counts, lengths, places and colours follow the reference
+    default font at ``round(30 * scale)`` px (about the same letter height), a word stamped from
+    cached letter cells (no kerning): word counts, lengths, places and colours follow the reference
     exactly, the glyph pixels in distribution.
     """
     h, w = x.shape[:2]
     out = x.copy()
-    for _ in range(int(rng.integers(1, max_words + 1))):
-        letters = int(rng.integers(3, max_letters + 1))
-        size = max(4, round(30 * int(rng.integers(14, int(max_font_scale * 100) + 1)) / 100.0))
-        text = [chr(97 + int(c)) for c in rng.integers(0, 26, size=letters)]
-        pen = float(rng.integers(min(10, w - 1), max(w - 8 * letters, min(10, w - 1)) + 1))
-        base = int(rng.integers(min(10, h - 1), max(h - 10, min(10, h - 1)) + 1))
-        rgb = rng.integers(0, 256, size=3).astype(np.float32)
-        colour = rgb if x.ndim == 3 else np.float32(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
-        for letter in text:
-            alpha, left, top, advance = _glyph(letter, size)
-            _stamp(out, alpha, base + top, int(round(pen)) + left, colour)
-            pen += advance
+    n = int(rng.integers(1, max_words + 1))
+    letters = rng.integers(3, max_letters + 1, size=n)
+    scales = rng.integers(14, int(max_font_scale * 100) + 1, size=n)
+    codes = rng.integers(0, 26, size=int(letters.sum()))
+    lo_x, lo_y = min(10, w - 1), min(10, h - 1)
+    pens = rng.integers(lo_x, np.maximum(w - 8 * letters, lo_x) + 1)
+    bases = rng.integers(lo_y, max(h - 10, lo_y) + 1, size=n)
+    rgb = rng.integers(0, 256, size=(n, 3)).astype(np.float32)
+    colours = rgb if x.ndim == 3 else rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    start = 0
+    for i in range(n):
+        cells, baseline = _glyph_cells(max(4, round(30 * int(scales[i]) / 100.0)))
+        word = codes[start : start + letters[i]]
+        start += int(letters[i])
+        alpha = np.hstack([cells[chr(97 + int(c))] for c in word])
+        _stamp(out, alpha, int(bases[i]) - baseline, int(pens[i]), colours[i])
     return out
 
 
