@@ -287,3 +287,20 @@ def test_audit_on_rows_with_bad_scores_recomputes_them(tmp_path, healthy):
     assert run.returncode == ref.returncode, run.output[-3000:]
     assert run.matrix == ref.matrix and run.scores == ref.scores
     assert run.run_info["requests_inferred"] == damaged
+
+
+def test_audit_on_a_read_only_store(tmp_path, healthy):
+    ref_tmp, ref = healthy
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "results.sqlite").write_bytes((ref_tmp / "cache" / "results.sqlite").read_bytes())
+    with _read_only(cache / "results.sqlite", cache):
+        warm = run_audit(tmp_path, *AUDIT, report="warm")  # the store holds everything: served read-only
+        assert warm.returncode == ref.returncode, warm.output[-3000:]
+        assert warm.run_info["requests_inferred"] == 0 and warm.scores == ref.scores and warm.matrix == ref.matrix
+        assert [e for e in warm.csv("errors.csv") if e["stage"] == "store"] == []
+        more = run_audit(tmp_path, "--miqa-model", "sim-robust", "--miqa-max-images", "6", "-k", "pixelation", report="more")
+        assert more.returncode == ref.returncode, more.output[-3000:]
+        assert 0 < more.run_info["requests_inferred"] < more.run_info["requests_used"]  # only the 6th image computed
+        (note,) = [e for e in more.csv("errors.csv") if e["stage"] == "store"]
+        assert "not kept" in note["reason"] and "throw-away" in more.output
