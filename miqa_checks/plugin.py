@@ -25,7 +25,7 @@ STATE = pytest.StashKey["MiqaState"]()
 ROW = pytest.StashKey[dict]()
 _OPTIONS = {
     # cli flag: (dest key, argparse kwargs, help)
-    "--miqa-model": ("model", {"action": "append", "metavar": "SPEC"}, "model to audit (repeatable): HF id, local folder, tiny-<arch>, openai:<url>#<model>, sim-robust, sim-paper, sim:<knobs>"),
+    "--miqa-model": ("model", {"action": "append", "metavar": "SPEC"}, "model to audit (repeatable): HF id, local folder, tiny-<arch>, openai:<url>#<model>, sim-robust, sim-paper, sim:<knobs>; NAME=SPEC sets its label in test ids"),
     "--miqa-data": ("data", {"action": "append", "metavar": "SPEC"}, "data (repeatable): MediMeta-C root, MedIMeta root, image folder, manifest CSV, or 'samples'"),
     "--miqa-max-images": ("max_images", {"type": int, "metavar": "N"}, "images per dataset (default: the profile's)"),
     "--miqa-config": ("config", {"metavar": "FILE"}, "TOML file with thresholds, profile and options"),

@@ -41,8 +41,9 @@ class JudgeSettings:
 EMBEDDING_SOURCES = ("none", "endpoint", "hidden-state", "simulated")
 
 
-class JudgeCancelled(Exception):
-    """Raised by ``score`` after :meth:`Judge.cancel`: nothing it was scoring may be stored."""
+class JudgeCancelled(KeyboardInterrupt):
+    """Raised by ``score`` after :meth:`Judge.cancel`. An interrupt, like Ctrl-C: no ``except
+    Exception`` turns it into failed results, so nothing the judge was scoring is stored."""
 
 
 class Judge(abc.ABC):

@@ -584,8 +584,6 @@ class OpenAIJudge(Judge):
     def _score_safe(self, request: ScoreRequest) -> ScoreResult:
         try:
             result = self._score_one(request)
-        except JudgeCancelled:
-            raise
         except Exception as exc:  # a bug or an odd response must not end the run
             logger.warning("unexpected error scoring one item: %s", self._scrub(repr(exc)))
             result = ScoreResult.failed(self.settings.method, self._scrub(f"unexpected error: {exc!r}"))

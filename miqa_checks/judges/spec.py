@@ -140,7 +140,8 @@ def _kind_of(target: str) -> str:
     return "hub"
 
 
-def _parse_target(text: str, target: str, name: str | None) -> ModelSpec:
+def _parse_target(text: str, target: str) -> ModelSpec:
+    """The spec ``target`` (``text`` without ``NAME=``), labelled by its kind's rule."""
     if not target.strip():
         raise _usage(text, "is empty")
     if _CONTROL.search(target):
@@ -165,8 +166,7 @@ def _parse_target(text: str, target: str, name: str | None) -> ModelSpec:
         body, hash_of = target.replace("/", "_"), target
     else:  # tiny
         body, hash_of = target, target
-    label = name if name is not None else _clean_label(body, kind, hash_of)
-    return ModelSpec(text, kind, target, name, label, base_url, model, display)
+    return ModelSpec(text, kind, target, None, _clean_label(body, kind, hash_of), base_url, model, display)
 
 
 @lru_cache(maxsize=256)
@@ -177,7 +177,7 @@ def parse_model_spec(text: str) -> ModelSpec:
     head, eq, rest = text.partition("=")
     if eq and _NAME.fullmatch(head) and not Path(text).expanduser().is_dir():
         try:
-            inner = _parse_target(text, rest, None)
+            inner = _parse_target(text, rest)
         except MiqaUsageError:
             if rest.startswith(("openai:", "sim:", "sim-", "tiny-")):
                 raise
@@ -187,7 +187,7 @@ def parse_model_spec(text: str) -> ModelSpec:
                 raise _usage(text, f"the name {head!r} contains the test id {word!r}, so `-k {word}` would select "
                                    "all of its cells; choose another name")
             return ModelSpec(text, inner.kind, rest, head, head, inner.base_url, inner.model, inner.display_url)
-    return _parse_target(text, text, None)
+    return _parse_target(text, text)
 
 
 def model_label(text: str) -> str:
