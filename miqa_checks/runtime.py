@@ -22,6 +22,7 @@ import pytest
 from .cache import ResultStore
 from .engine import Engine
 from .config import Settings
+from .errors import JudgeError
 from .evaluate import CellOutcome, error_verdict, evaluate_cell, not_applicable_verdict
 from .stats import ERROR, FAIL, INCONCLUSIVE, NOT_APPLICABLE
 from .junit import CaseRecord, write_junit
@@ -63,12 +64,21 @@ def _message(cell: Cell, row: dict[str, Any]) -> str:
     )
 
 
+def _gives_embeddings(engine: Engine, cell: Cell) -> bool:
+    """Whether the cell's judge gives embeddings; a server that cannot be asked counts as giving
+    them, so that its cells fail on the lost requests (an error) rather than skip."""
+    try:
+        return engine.judge(cell.model).supports_embeddings()
+    except JudgeError:
+        return True
+
+
 def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", key: Any) -> None:
     """Evaluate ``cell``, attach its matrix row and JUnit properties to the test, set the outcome."""
     if engine.identity(cell.model) is None:
         reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
         outcome = CellOutcome(error_verdict(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
-    elif any(spec.embed for spec in cell.requests()) and not engine.judge(cell.model).supports_embeddings():
+    elif any(spec.embed for spec in cell.requests()) and not _gives_embeddings(engine, cell):
         outcome = CellOutcome(not_applicable_verdict(
             f"model {cell.label} gives no embeddings (a served model without an embeddings endpoint "
             "that takes images): this property needs them"
