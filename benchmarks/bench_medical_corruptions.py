@@ -141,7 +141,8 @@ def run(images: Sequence[np.ndarray], repeats: int = 5, names: Sequence[str] | N
     return rows
 
 
-def _fid(r: dict) -> str:
+def describe_fidelity(r: dict) -> str:
+    """One line: PSNR (deterministic ones) or change statistics (random ones), ours vs medmnistc."""
     if "psnr_mean" in r:
         return f"PSNR {r['psnr_mean']:.1f} dB (min {r['psnr_min']:.1f}), identical {100 * r['identical_share']:.0f} %"
     return (f"change mean {r['ours_mean']:+.2f} vs {r['ref_mean']:+.2f}, sd {r['ours_std']:.2f} vs {r['ref_std']:.2f}, "
@@ -154,7 +155,7 @@ def format_table(rows: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['corruption']} | {r['dataset']} | {r['ours_s']:.4f} | {r['reference_s']:.4f} | "
-                     f"{r['ratio']:.1f}x ({r['ratio_min']:.1f}..{r['ratio_max']:.1f}) | {_fid(r)} |")
+                     f"{r['ratio']:.1f}x ({r['ratio_min']:.1f}..{r['ratio_max']:.1f}) | {describe_fidelity(r)} |")
     ratios = [r["ratio"] for r in rows]
     lines.append(f"\nmedian ratio over {len(rows)}: {statistics.median(ratios):.1f}x; lowest: {min(ratios):.2f}x "
                  f"({min(rows, key=lambda r: r['ratio'])['corruption']})")

@@ -82,7 +82,7 @@ def _medical_corruptions(quick: bool) -> list[dict]:
     rows = _ratio_rows("medical_corruptions", raw, "medmnistc", "miqa_checks.conditions (medical)",
                        f"{len(images)} samples as 224 x 224 RGB; 5 severities each")
     for row, r in zip(rows, raw):
-        row["note"] = f"{row['note']}; table {r['dataset']}; fidelity: {bench._fid(r)}"
+        row["note"] = f"{row['note']}; table {r['dataset']}; fidelity: {bench.describe_fidelity(r)}"
     return rows
 
 

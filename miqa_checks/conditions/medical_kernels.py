@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 _U12 = 1 << 12
-#: As in :mod:`kernels`: keeps exact-integer blur results from truncating one level down.
-_TRUNC_GUARD = 1e-3
-#: The same for single-precision FFT products (round-off up to ~0.01 grey level).
+#: Added before truncating a single-precision FFT product (round-off up to ~0.01 grey level), so
+#: that an exact-integer result is not pushed one level down (as ``kernels._TRUNC_GUARD``).
 _FFT_GUARD = 2e-2
 
 
