@@ -378,22 +378,22 @@ def band_decision(
     would_fail = p_adj < alpha
     would_pass = (b_lo > lower) and (b_hi < upper) if can_pass else not would_fail
 
-    # n at which the same t rule, with the observed estimate and per-unit SD, would decide.
-    sd = se * math.sqrt(n)
-    floor = max(2, min_images)
-    n_needed: int | None
-    if inside:
-        n_needed = n_to_decide(min(upper - est, est - lower), sd, alpha, floor) if can_pass else None
-    else:
-        n_needed = n_to_decide(max(est - upper, lower - est), sd, alpha / family_size, floor)
+    def _n_needed() -> int | None:
+        """Units at which the same t rule, with the observed estimate and per-unit SD, decides."""
+        sd = se * math.sqrt(n)
+        floor = max(2, min_images)
+        if inside:
+            return n_to_decide(min(upper - est, est - lower), sd, alpha, floor) if can_pass else None
+        return n_to_decide(max(est - upper, lower - est), sd, alpha / family_size, floor)
 
     if n < min_images:
-        return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, n_needed if n_needed is not None else min_images)
+        need = _n_needed()
+        return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, need if need is not None else min_images)
     if would_fail:
         return Decision(FAIL, p_adj, b_lo, b_hi, None)
     if would_pass:
         return Decision(PASS, p_adj, b_lo, b_hi, None)
-    return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, n_needed)
+    return Decision(INCONCLUSIVE, p_adj, b_lo, b_hi, _n_needed())
 
 
 def combine(parts: Sequence[Decision]) -> tuple[str, float, int | None]:
