@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .conditions.registry import NOT_APPLICABLE
+
 #: Reason prefix of a request whose condition image could not be made (e.g. too small to corrupt).
 CONDITION_FAILED = "condition "
 
@@ -70,6 +72,8 @@ class ScoreRequest:
     """One (image, prompt) pair to score.
 
     image: uint8 H x W or H x W x 3. embed: also return embeddings from the same pass.
+    judge_input: what the judge's ``prepare_input(image)`` made from ``image`` ahead, in the
+        engine's preparation pool (e.g. the HTTP judge's encoded image); None: the judge makes it.
     """
 
     image: np.ndarray = field(repr=False, compare=False)
@@ -77,6 +81,7 @@ class ScoreRequest:
     meta: RequestMeta
     system_prompt: str | None = None
     embed: bool = False
+    judge_input: object = field(default=None, repr=False, compare=False)
 
 
 #: Most characters of a model's answer (or a failure reason) kept in the store and the reports.
@@ -133,10 +138,13 @@ class ScoreResult:
 
     def loss_stage(self, *, count_parse: bool = True) -> str | None:
         """Why this result gives no usable score, as the ``stage`` of ``errors.csv``: ``corruption``
-        (the condition image could not be made), ``score`` (the judge failed), ``parse`` (the
-        answer did not parse; only with ``count_parse``), or None when the score is usable."""
+        (the condition image could not be made), ``not_applicable`` (the condition does not apply
+        to this image: no error), ``score`` (the judge failed), ``parse`` (the answer did not
+        parse; only with ``count_parse``), or None when the score is usable."""
         if self.error:
-            return "corruption" if self.error.startswith(CONDITION_FAILED) else "score"
+            if not self.error.startswith(CONDITION_FAILED):
+                return "score"
+            return "not_applicable" if self.error.endswith(NOT_APPLICABLE) else "corruption"
         if count_parse and not self.parse_ok:
             return "parse"
         return None

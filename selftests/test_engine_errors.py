@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from miqa_checks import conditions as corruptions
 from miqa_checks.cache import ResultStore
 from miqa_checks.config import resolve_settings
-from miqa_checks.engine import Engine
+from miqa_checks.engine import Engine, pipeline, prepare
 from miqa_checks.matrix import plan_cells
 
 
 def test_a_failed_corruption_is_reported_once_and_the_rest_scored(tmp_path, monkeypatch):
-    real_apply = corruptions.apply
+    real_make = prepare.make_image
 
-    def apply(image, name, severity, **kw):
-        if severity == 3:
+    def make_image(task):
+        if task.severity == 3:
             raise ValueError("image too small for this corruption")
-        return real_apply(image, name, severity, **kw)
+        return real_make(task)
 
-    monkeypatch.setattr(corruptions, "apply", apply)
+    monkeypatch.setattr(prepare, "make_image", make_image)
+    monkeypatch.setenv(pipeline.ENV, "0")  # prepared in this process, where the patch applies
     settings = resolve_settings({"model": ["sim-robust"], "max_images": 4, "cache": str(tmp_path / "c")})
     engine = Engine(settings, store=ResultStore(tmp_path / "c", "run"), progress=False)
     cell = next(c for c in plan_cells(["sim-robust"], [("samples_ct", "CT")], with_baseline=False)

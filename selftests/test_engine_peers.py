@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from miqa_checks import engine as engine_module
+from miqa_checks.engine import workers
 from miqa_checks.cache import ResultStore
 from miqa_checks.config import resolve_settings
 from miqa_checks.engine import Engine
@@ -17,7 +17,7 @@ def _engine(tmp_path, worker: str, index: int) -> Engine:
 
 
 def test_a_peer_that_never_starts_is_given_up_on_and_its_share_computed(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_module, "STALE_AFTER_S", 1.0)
+    monkeypatch.setattr(workers, "STALE_AFTER_S", 1.0)
     gw0 = _engine(tmp_path, "gw0", 0)
     cell = next(c for c in plan_cells(["sim-robust"], [("samples_ct", "CT")], with_baseline=False) if c.property == "repeatability")
     gw0.prepare([cell])  # its own share only; gw1 never shows up

@@ -188,19 +188,14 @@ def test_a_batch_holds_at_most_the_image_memory_budget(tmp_path, monkeypatch):
     condition image of its requests at once)."""
     import numpy as np
 
-    from miqa_checks import engine as engine_module
-    from miqa_checks.cache import ResultStore
-    from miqa_checks.engine import Engine, WorkItem
-    from miqa_checks.records import ImageRecord
+    from miqa_checks.engine import WorkItem, plan
 
-    monkeypatch.setattr(engine_module, "MAX_BATCH_IMAGE_BYTES", 3 * 100 * 100)
-    engine = Engine(_settings(), store=ResultStore(tmp_path, "run"), progress=False)
+    monkeypatch.setattr(plan, "MAX_BATCH_IMAGE_BYTES", 3 * 100 * 100)
     sizes = {"a": 100, "b": 100, "c": 100, "d": 180, "e": 10}  # square grey images, side in pixels; d alone exceeds it
-    engine._records = {("d", k): ImageRecord(k, "d", "CT", np.zeros((s, s), np.uint8)) for k, s in sizes.items()}
+    images = {k: np.zeros((s, s), np.uint8) for k, s in sizes.items()}
     items = [WorkItem("sim-robust", "d", k, RequestSpec("clean"), k) for k in sizes]
-    batches = [[i.image_id for i in b] for b in engine._batches("sim-robust", items)]
+    batches = [[i.image_id for i in b] for b in plan.batches(items, 256, lambda i: images[i.image_id].nbytes)]
     assert batches == [["a", "b", "c"], ["d"], ["e"]]
-    engine.store.close()
 
 
 @pytest.mark.parametrize("embeddings, verdicts", [("absent", {"not_applicable"}), ("image", {"pass", "inconclusive", "fail"})])

@@ -40,6 +40,10 @@ Knobs (defaults in brackets)
 ``parse_fail=<rate>`` [0]    that fraction of requests (chosen by a seeded hash of the request)
                              returns parse_ok=False, score NaN, raw_text "I am unable to rate this image.".
 ``seed=<int>`` [the run seed, ``--miqa-seed``]
+``latency_ms=<ms>`` [0]      each ``score`` call (one batch) is held that long without using the CPU
+                             (a sleep, which releases the GIL the way a GPU kernel does): a stand-in
+                             for a device-bound model in benchmarks. Answers do not change, so it
+                             is not part of the identity.
 
 Planted behaviour
 -----------------
@@ -69,6 +73,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -82,14 +87,23 @@ from ..conditions import ids as corruption_ids
 #: Judge behaviour version: enters identity(), so a change here never reuses cached scores.
 SIM_VERSION = "simulated-v2"  # v2: nondeterminism keyed by the request, not drawn in order
 
-CORRUPTIONS = corruption_ids("imagenet_c")  # the registry's ImageNet-C set
+CORRUPTIONS = corruption_ids("imagenet_c", "medical")  # the registry's built-in sets
 
+_FALLS = (0.0, -1.0, -3.0, -6.0, -12.0)  # damage a quality judge must notice
+_EXPOSURE = (0.0, 0.0, -0.5, -1.0, -1.5)  # exposure changes a reader windows back
+_LOCAL = (0.0, -0.5, -1.0, -2.0, -3.0)  # artefacts over part of the image
+_NEUTRAL = (0.0, 0.0, 0.0, 0.0, 0.0)  # intensity changes that need not lower quality
 #: The robust response: multiplicative change in % at severities 1..5.
 ROBUST_RESPONSE_PCT: dict[str, tuple[float, ...]] = {
-    c: ((0.0, 0.0, -0.5, -1.0, -1.5) if c == "brightness" else (0.0, -1.0, -3.0, -6.0, -12.0)) for c in CORRUPTIONS
+    **{c: _FALLS for c in corruption_ids("imagenet_c")},
+    "brightness": _EXPOSURE,
+    **{c: _FALLS for c in ("jpeg_compression", "speckle_noise", "shot_noise", "gaussian_blur", "defocus_blur", "contrast_down")},
+    "brightness_down": _EXPOSURE,
+    **{c: _NEUTRAL for c in ("brightness_up", "contrast_up", "gamma_up", "gamma_down", "saturate")},
+    **{c: _LOCAL for c in ("stain_deposit", "bubble", "black_corner", "characters")},
 }
 
-KNOBS = (*CORRUPTIONS, "inflate", "attr", "paraphrase", "noise", "nondeterminism", "parse_fail", "seed")
+KNOBS = (*CORRUPTIONS, "inflate", "attr", "paraphrase", "noise", "nondeterminism", "parse_fail", "seed", "latency_ms")
 
 PARSE_FAIL_TEXT = "I am unable to rate this image."
 
@@ -122,7 +136,7 @@ _PROJECTION = (np.random.default_rng(0).standard_normal((EMBED_DIM, THUMB * THUM
 
 def _defaults(seed: int) -> dict[str, Any]:
     d: dict[str, Any] = {c: 0.0 for c in CORRUPTIONS}
-    d.update(inflate={}, attr={}, paraphrase=0.0, noise=0.02, nondeterminism=0.0, parse_fail=0.0, seed=int(seed))
+    d.update(inflate={}, attr={}, paraphrase=0.0, noise=0.02, nondeterminism=0.0, parse_fail=0.0, seed=int(seed), latency_ms=0.0)
     return d
 
 
@@ -200,6 +214,11 @@ def parse_spec(spec: str, default_seed: int = 0) -> tuple[str, dict[str, Any]]:
             if not 0.0 <= v <= 1.0:
                 raise _usage(spec, f"knob 'parse_fail' is a rate in [0, 1], got {value!r}")
             knobs[name] = v
+        elif name == "latency_ms":
+            v = _float(spec, name, value)
+            if not 0.0 <= v <= 600_000.0:
+                raise _usage(spec, f"knob 'latency_ms' is a time in ms in [0, 600000], got {value!r}")
+            knobs[name] = v
         elif name == "seed":
             try:
                 knobs[name] = int(value)
@@ -229,7 +248,10 @@ def canonical(knobs: dict[str, Any]) -> str:
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """Standardised 8 x 8 area-downsampled grey thumbnail, flattened: float32 (64,)."""
     g = np.asarray(image, dtype=np.float32)
-    if g.ndim == 3:
+    if g.ndim == 3 and g.shape[2] == 3 and np.asarray(image).dtype == np.uint8:
+        # = g.mean(axis=2) bit for bit (sums of uint8 are exact in float32), ~17x faster
+        g = (g[..., 0] + g[..., 1] + g[..., 2]) / np.float32(3)
+    elif g.ndim == 3:
         g = g.mean(axis=2)
     if g.ndim != 2:
         raise ValueError(f"image must be H x W or H x W x 3, got shape {np.shape(image)}")
@@ -320,6 +342,13 @@ class SimulatedJudge(Judge):
     # -- Judge API
     default_batch_size = 256
 
+    @staticmethod
+    def prepare_input(image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The pixel features the judge reads (thumbnail, content term): made ahead in the engine's
+        preparation pool, a pure function of the pixels."""
+        t = thumbnail(image)
+        return t, content_term(t)
+
     def embedding_source(self) -> str:
         return "simulated"
 
@@ -337,6 +366,8 @@ class SimulatedJudge(Judge):
         }
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self.knobs["latency_ms"]:
+            time.sleep(self.knobs["latency_ms"] / 1000.0)
         method = self.settings.method
         planned: list[tuple[int, float, np.ndarray | None]] = []
         results: list[ScoreResult | None] = [None] * len(requests)
@@ -390,7 +421,7 @@ class SimulatedJudge(Judge):
 
     def _score_one(self, req: ScoreRequest) -> tuple[np.ndarray, float, bool]:
         m = req.meta
-        thumb, c = self._thumb(req.image)
+        thumb, c = req.judge_input if req.judge_input is not None else self._thumb(req.image)
         k = self.knobs
         rid = (self.seed, m.dataset, m.image_id, m.condition, m.prompt_id)
         if k["parse_fail"] > 0 and _hash_u("parse_fail", *rid)[0] < k["parse_fail"]:

@@ -1,0 +1,134 @@
+"""The preparation pipeline: batches are prepared ahead while the judge scores the current one.
+
+A bounded queue of at most ``depth`` batches is kept in flight: preparing them (corruption,
+the judge's inputs) runs in a pool of worker processes (corruption is numpy and holds the GIL
+for most of its time), so the next batches are ready when the judge finishes one, and memory is
+bounded by ``depth`` batches of images. The caller stores each batch as soon as it is scored, so
+a kill loses at most the batches in flight.
+
+Modes (``MIQA_PREP_WORKERS``): ``auto`` (default): worker processes when the work is large and
+there are cores for them, else one thread; ``0``: no pipelining (prepare in the caller);
+``N``: N worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterable, Iterator
+
+from .prepare import Job, Prepared, run_job
+
+#: Batches prepared ahead of the judge (memory: this many batches of condition images).
+DEPTH = 2
+#: Below this many images to prepare, a process pool does not repay its start (~0.5 s): one thread.
+MIN_IMAGES_FOR_PROCESSES = 1024
+ENV = "MIQA_PREP_WORKERS"
+
+
+def choose(images: int, worker_count: int = 1) -> tuple[int, bool]:
+    """(worker processes, threaded) for ``images`` images to prepare: processes when the work is
+    large and this worker has two cores or more, else one thread; ``MIQA_PREP_WORKERS`` overrides
+    (0: inline, N: N processes)."""
+    setting = os.environ.get(ENV, "auto").strip().lower()
+    if setting not in ("", "auto"):
+        try:
+            n = max(0, int(setting))
+        except ValueError:
+            n = 0
+        return n, n > 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = cores // max(1, worker_count)
+    return (share if share >= 2 and images >= MIN_IMAGES_FOR_PROCESSES else 0), True
+
+
+def _child_init(parent: int) -> None:
+    """In a pool process: leave Ctrl-C to the parent (it stops the pool), and exit when the parent
+    is gone (a SIGKILLed parent cannot stop its pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class Preparer:
+    """Runs jobs ahead of their use, at most ``depth`` in flight, results in order."""
+
+    def __init__(self, processes: int, *, threaded: bool = True, depth: int = DEPTH) -> None:
+        self.processes = processes
+        self.depth = max(1, depth)
+        self._pool: Executor | None = None
+        if processes > 0:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                processes, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init, initargs=(os.getpid(),),
+            )
+        elif threaded:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="miqa-prepare")
+
+    @property
+    def mode(self) -> str:
+        return f"{self.processes} processes" if self.processes else ("thread" if self._pool else "inline")
+
+    def map(self, jobs: Iterable[Job]) -> Iterator[list[Prepared]]:
+        """``run_job(job)`` for each job, in order, computed up to ``depth`` jobs ahead."""
+        if self._pool is None:
+            yield from map(run_job, jobs)
+            return
+        source = iter(jobs)
+        ahead: deque[tuple[Job, Future]] = deque()
+
+        def refill() -> None:
+            while len(ahead) < self.depth:
+                job = next(source, None)
+                if job is None:
+                    return
+                ahead.append((job, self._submit(job)))
+
+        refill()
+        while ahead:
+            job, future = ahead.popleft()
+            try:
+                done = future.result()
+            except BrokenProcessPool:  # a pool process died (killed, out of memory): go on without the pool
+                self.stop()
+                done = run_job(job)
+                while ahead:
+                    yield done
+                    job, _ = ahead.popleft()
+                    done = run_job(job)
+                yield done
+                yield from map(run_job, source)
+                return
+            refill()
+            yield done
+
+    def _submit(self, job: Job) -> Future:
+        assert self._pool is not None
+        return self._pool.submit(run_job, job)
+
+    def stop(self) -> None:
+        """Stop now: cancel what has not started and end the pool's processes (used on interrupt)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        processes = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's; Python >= 3.14: kill_workers()
+        for process in list(processes.values()):
+            process.kill()
+
+    def close(self) -> None:
+        """Normal end: the pool's processes exit once idle."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

@@ -1,0 +1,74 @@
+"""The preparation pipeline: pool processes make the condition images and judge inputs ahead of
+the judge, and nothing about the results depends on it; an interrupt stops the pool and keeps
+the batches already stored."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from miqa_checks.cache import ResultStore
+from miqa_checks.config import resolve_settings
+from miqa_checks.engine import Engine, pipeline
+from miqa_checks.matrix import plan_cells
+
+#: every corruption at every severity, attribute prompts and embeddings, on grey and RGB samples
+DATASETS = [("samples_ct", "CT"), ("samples_dermoscopy", "dermoscopy")]
+
+
+def _engine(tmp_path, name: str, model: str = "sim-paper") -> tuple[Engine, list]:
+    settings = resolve_settings({"model": [model], "max_images": 5, "batch_size": 16, "cache": str(tmp_path / name)})
+    engine = Engine(settings, store=ResultStore(tmp_path / name, "run"), progress=False)
+    return engine, plan_cells([model], DATASETS, with_baseline=False)
+
+
+def _run(tmp_path, name: str, prep: str, monkeypatch) -> Engine:
+    monkeypatch.setenv(pipeline.ENV, prep)
+    engine, cells = _engine(tmp_path, name)
+    engine.prepare(cells)
+    for cell in cells:
+        engine.lookup_for(cell)
+    return engine
+
+
+def test_pipelined_and_serial_runs_give_identical_scores(tmp_path, monkeypatch):
+    serial = _run(tmp_path, "serial", "0", monkeypatch)
+    piped = _run(tmp_path, "piped", "2", monkeypatch)
+    assert (serial.preparation, piped.preparation) == ("inline", "2 processes")
+    assert serial.inferred == piped.inferred > 200
+    rows_serial, rows_piped = serial.score_rows(), piped.score_rows()
+    assert len(rows_serial) > 200
+    assert rows_piped == rows_serial  # scores, probabilities, errors, row order
+    assert piped.result_errors() == serial.result_errors()
+    embedded = [k for k in piped.used if piped._results[k].embedding is not None]
+    assert embedded and all((piped._results[k].embedding == serial._results[k].embedding).all() for k in embedded)
+    serial.close()
+    piped.close()
+
+
+def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv(pipeline.ENV, "2")
+    engine, cells = _engine(tmp_path, "c", "sim-robust")
+    judge = engine.judge("sim-robust")
+    real_score = judge.score
+    calls: list[int] = []
+    pool: list = []
+
+    def score(requests):
+        calls.append(len(requests))
+        pool.extend(multiprocessing.active_children())
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_score(requests)
+
+    monkeypatch.setattr(judge, "score", score)
+    with pytest.raises(KeyboardInterrupt):
+        engine.prepare(cells)
+    assert engine.preparation == "2 processes" and pool
+    for process in set(pool):
+        process.join(timeout=30)
+        assert not process.is_alive(), "a preparation process outlived the interrupt"
+    stored = engine.store.get_many([i.key for i in engine.plan(cells)])
+    assert len(stored) == sum(calls[:2]) > 0  # the two scored batches, not the interrupted one
+    engine.close()
