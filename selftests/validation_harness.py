@@ -1,9 +1,15 @@
 """Run the full default audit matrix on simulated judges, many seeds, without pytest in the loop.
 
-The images are real: 64 crops per dataset cut from the embedded samples (crop corners drawn from a
-fixed seed), corrupted once by the real corruption engine. Each seeded run scores every request
-with a fresh ``SimulatedJudge`` and evaluates every cell through the same ``evaluate_cell`` the
-audit uses, with the same Bonferroni family as a real run.
+Two image sets, both real pixels corrupted once by the real corruption engine:
+
+- :func:`validation_images`: 64 crops per dataset cut from the embedded samples (crop corners
+  drawn from a fixed seed), 5 datasets: a MediMeta-C-like run of 64 images per dataset;
+- :func:`sample_images`: the embedded samples as a default run loads them (6 datasets,
+  n = 5..37, 624 cells), with each image's group (source image, clip or series).
+
+Each seeded run scores every request with a fresh ``SimulatedJudge`` and evaluates every cell
+through the same ``evaluate_cell`` the audit uses, with the same per-cell alpha weights
+(:func:`miqa_checks.families.effective_family_sizes`) as a real run.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from miqa_checks.conditions import apply, parse_condition
+from miqa_checks.corruptions import apply, parse_condition
 from miqa_checks.data import load_all
 from miqa_checks.evaluate import evaluate_cell
 from miqa_checks.judges import JudgeSettings
 from miqa_checks.judges.simulated import SimulatedJudge
-from miqa_checks.matrix import CLEAN, Cell, RequestSpec, family_sizes, plan_cells
+from miqa_checks.families import effective_family_sizes
+from miqa_checks.matrix import CLEAN, Cell, RequestSpec, plan_cells
 from miqa_checks.profiles import DEFAULT
 from miqa_checks.prompts import build_prompt
 from miqa_checks.records import RequestMeta, ScoreRequest
@@ -34,6 +41,7 @@ class Image:
     modality: str
     image_id: str
     pixels: np.ndarray
+    group: str = ""
 
 
 @lru_cache(maxsize=4)
@@ -53,16 +61,33 @@ def validation_images(n_images: int = 64) -> tuple[Image, ...]:
     return tuple(out)
 
 
-class Harness:
-    """Scores the union of every cell's requests once per (spec, seed) and evaluates each cell."""
+@lru_cache(maxsize=1)
+def sample_images() -> tuple[Image, ...]:
+    """The embedded samples as a default run loads them (every image, sorted by id), with groups."""
+    out = []
+    for dataset in load_all(["samples"], max_images=None, seed=0):
+        for r in sorted(dataset.records, key=lambda r: r.image_id):
+            out.append(Image(dataset.name, dataset.modality, r.image_id, r.image, getattr(r, "group", "") or r.image_id))
+    return tuple(out)
 
-    def __init__(self, n_images: int = 64, thresholds: dict | None = None) -> None:
+
+class Harness:
+    """Scores the union of every cell's requests once per (spec, seed) and evaluates each cell.
+
+    images: the image set (default: 64 crops per dataset); grouped: pass each image's group to
+    the statistics (cluster-robust over groups) instead of treating images as independent.
+    """
+
+    def __init__(self, n_images: int = 64, thresholds: dict | None = None, images: tuple[Image, ...] | None = None,
+                 grouped: bool = False) -> None:
         self.thresholds = dict(thresholds or DEFAULT)
-        self.images = validation_images(n_images)
+        self.images = validation_images(n_images) if images is None else images
+        self.grouped = grouped
         by_dataset: dict[str, list[Image]] = {}
         for image in self.images:
             by_dataset.setdefault(image.dataset, []).append(image)
         self.image_ids = {d: [i.image_id for i in imgs] for d, imgs in by_dataset.items()}
+        self.groups = {d: [i.group or i.image_id for i in imgs] for d, imgs in by_dataset.items()}
         self.datasets = [(d, imgs[0].modality) for d, imgs in by_dataset.items()]
         template = plan_cells(["sim-robust"], self.datasets, with_baseline=False)
         specs: dict[RequestSpec, bool] = {}
@@ -93,15 +118,16 @@ class Harness:
         judge = SimulatedJudge(spec, JudgeSettings(seed=seed))
         results = judge.score(self.requests)
         cells = plan_cells([spec], self.datasets, with_baseline=False)
-        family = family_sizes(cells)[spec]
+        family = effective_family_sizes(cells)
         outcomes = {}
         for cell in cells:
             def lookup(rs: RequestSpec, image_id: str, cell: Cell = cell):
                 i = self.index.get((cell.dataset, image_id, RequestSpec(rs.condition, rs.prompt_id, rs.repeat)))
                 return None if i is None else results[i]
 
+            extra = {"groups": self.groups[cell.dataset]} if self.grouped else {}
             verdict = evaluate_cell(
-                cell, self.image_ids[cell.dataset], lookup, self.thresholds, family_size=family, seed=seed
+                cell, self.image_ids[cell.dataset], lookup, self.thresholds, family_size=family[cell], seed=seed, **extra
             ).verdict
             outcomes[f"{cell.property}[{cell.param_id.removeprefix(cell.label + '-')}]"] = verdict.outcome
         return outcomes
