@@ -70,6 +70,30 @@ def _per_corruption(value: Any) -> dict[str, float]:
     return {k: _number(0, 100)(v) for k, v in value.items()}
 
 
+def _corruption_sets(value: Any) -> list[str]:
+    from .conditions import REGISTRY
+
+    names = _text_list(value)
+    unknown = sorted(set(names) - set(REGISTRY.sets()))
+    if unknown:
+        raise ValueError(f"unknown corruption set(s) {', '.join(unknown)}; known: {', '.join(REGISTRY.sets())}")
+    return names
+
+
+def _corruption_mapping(value: Any) -> dict[str, list[str]]:
+    """Modality (canonical key, e.g. ``ultrasound``, or the dataset's modality text) -> corruption ids."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of modality -> list of corruption ids, got {value!r}")
+    out = {}
+    for modality, names in value.items():
+        names = _text_list(names)
+        unknown = sorted(set(names) - set(corruption_ids()))
+        if unknown:
+            raise ValueError(f"{modality}: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(corruption_ids())}")
+        out[modality] = names
+    return out
+
+
 def _text_list(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
@@ -134,6 +158,8 @@ PROFILE_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "stability_tolerance_pct": _per_severity,
     "trend_tolerance_pct": _number(0, 100),
     "fall_required_pct": _per_corruption,
+    "corruption_sets": _corruption_sets,
+    "corruption_mapping": _corruption_mapping,
     "inflation_tolerance_pct": _number(0, 1000),
     "metadata_tolerance_pct": _number(0, 1000),
     "paraphrase_tolerance_pct": _number(0, 1000),

@@ -67,7 +67,8 @@ def not_applicable_verdict(reason: str) -> P.Verdict:
 def lost_images(cell: Cell, image_ids: Sequence[str], lookup: Lookup) -> Counter[str]:
     """Images of the cell with at least one request lost, by the stage of the first loss:
     ``missing``, ``corruption``, ``score`` or ``parse`` (parse failures are not losses for
-    ``output_validity``, whose statistic they are)."""
+    ``output_validity``, whose statistic they are), or ``not_applicable`` (not a loss: the
+    condition does not apply to that image)."""
     count_parse = cell.property != "output_validity"
     stages: Counter[str] = Counter()
     for image_id in image_ids:
@@ -112,11 +113,14 @@ def evaluate_cell(
     """
     if not image_ids:
         return CellOutcome(error_verdict(f"dataset {cell.dataset} has no readable image"))
+    lost = lost_images(cell, image_ids, lookup)
+    inapplicable = lost.pop("not_applicable", 0)
+    if inapplicable == len(image_ids):
+        return CellOutcome(not_applicable_verdict(f"{cell.corruption or cell.condition} does not apply to any image of {cell.dataset}"))
     outcome = _evaluate(cell, image_ids, lookup, thresholds, family_size=family_size, seed=seed, baseline=baseline)
     if outcome.verdict.outcome in (ERROR, NOT_APPLICABLE):
         return outcome
-    lost = lost_images(cell, image_ids, lookup)
-    outcome.verdict = _lost_verdict(outcome.verdict, lost, len(image_ids), thresholds["max_lost_share"])
+    outcome.verdict = _lost_verdict(outcome.verdict, lost, len(image_ids) - inapplicable, thresholds["max_lost_share"])
     return outcome
 
 

@@ -8,9 +8,9 @@ same matrix comes out in every process, with or without ``-k`` or ``-n``. Pure P
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from .conditions import audit_ids
+from .conditions import REGISTRY, audit_ids, corruptions_for
 from .prompts import ATTRIBUTE_PAIRS, ATTRIBUTES, BASE_PROMPT_ID, PARAPHRASES
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -133,33 +133,56 @@ class Cell:
         }
 
 
+def dataset_corruptions(
+    modality: str, corruption_sets: Iterable[str] = (), mapping: Mapping[str, Iterable[str]] | None = None
+) -> tuple[str, ...]:
+    """The corruptions planned for a dataset: the protocol's seven and every user corruption that
+    applies to its modality, then those of the extra ``corruption_sets`` (e.g. ``medical``) that its
+    modality gets by default or by ``mapping`` (canonical modality -> ids of those sets)."""
+    extra = tuple(s for s in corruption_sets if s not in ("imagenet_c", "user"))
+    base = corruptions_for(modality, ("imagenet_c", "user"))
+    return base + (corruptions_for(modality, extra, mapping) if extra else ())
+
+
 def plan_cells(
-    models: Iterable[str], datasets: Iterable[tuple[str, str]], *, with_baseline: bool
+    models: Iterable[str],
+    datasets: Iterable[tuple[str, str]],
+    *,
+    with_baseline: bool,
+    corruption_sets: Iterable[str] = (),
+    mapping: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Cell]:
     """Every cell of the full matrix, in a stable order (model, dataset, property, condition).
 
-    datasets: (dataset id, modality text) pairs.
+    datasets: (dataset id, modality text) pairs. Each corruption gets the corruption properties
+    its registry entry declares (``Corruption.properties``).
     """
     cells: list[Cell] = []
     datasets = list(datasets)
+    sets = tuple(corruption_sets)
     for model in models:
         for dataset, modality in datasets:
+            corruptions = dataset_corruptions(modality, sets, mapping)
+
             def add(prop: str, **kw: Any) -> None:
                 cells.append(Cell(prop, model, dataset, modality, **kw))
 
-            for c in audit_ids():
+            def applying(prop: str) -> list[str]:
+                return [c for c in corruptions if prop in REGISTRY[c].properties]
+
+            for c in applying("corruption_stability"):
                 for s in SEVERITIES:
                     add("corruption_stability", corruption=c, severity=s)
-            for c in audit_ids():
+            for c in applying("severity_response"):
                 add("severity_response", corruption=c)
-            for c in audit_ids():
+            for c in applying("no_inflation"):
                 for s in SEVERITIES:
                     add("no_inflation", corruption=c, severity=s)
             for attribute in ATTRIBUTES:
                 add("metadata_invariance", variant=attribute)
             for group in ATTRIBUTE_PAIRS:
                 add("metadata_pair_invariance", variant=group)
-            for c in audit_ids():
+            for c in applying("embedding_consistency"):
                 add("embedding_consistency", corruption=c)
             for paraphrase in PARAPHRASES:
                 add("paraphrase_invariance", variant=paraphrase)

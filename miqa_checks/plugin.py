@@ -83,7 +83,10 @@ class MiqaState:
             for spec in self.settings.data:
                 for name, modality in resolve_source(spec).dataset_names():
                     datasets.setdefault(name, modality)
-            self._cells = plan_cells(self.settings.models, datasets.items(), with_baseline=self.settings.baseline is not None)
+            self._cells = plan_cells(
+                self.settings.models, datasets.items(), with_baseline=self.settings.baseline is not None,
+                corruption_sets=self.settings["corruption_sets"], mapping=self.settings["corruption_mapping"],
+            )
         return self._cells
 
     @cached_property

@@ -51,7 +51,20 @@ DEFAULT: dict[str, Any] = {
         "motion_blur": 5.0,
         "pixelation": 5.0,
         "zoom_blur": 5.0,
+        "jpeg_compression": 5.0,
+        "speckle_noise": 5.0,
+        "shot_noise": 5.0,
+        "gaussian_blur": 5.0,
+        "defocus_blur": 5.0,
+        "contrast_down": 5.0,
     },
+    # Corruption sets planned beside the protocol's seven ImageNet-C corruptions (always there):
+    # ``medical`` adds the MedMNIST-C artefacts real scanners, slides and cameras produce, each
+    # on the modalities MedMNIST-C assigns it (miqa_checks/conditions/medical.py, DEFAULT_MAPPING).
+    "corruption_sets": ["imagenet_c", "medical"],
+    # Modality (canonical key such as ``ultrasound``, or a dataset's modality text) -> the ids of
+    # the extra sets to plan for it instead of the default mapping; {} keeps the defaults.
+    "corruption_mapping": {},
     # A worse image may never score higher than its clean original by more than this.
     "inflation_tolerance_pct": 5.0,
     # Who took the image, and where, says nothing about its pixels: +-5 % (a quarter level).
@@ -86,11 +99,23 @@ FALL_REQUIRED_REASONS: dict[str, str] = {
     "pixelation": "floor: factor 0.25 keeps one pixel in 16 (4 x 4 blocks); detail below 4 pixels is gone. "
                   "Milder severities (0.6-0.4) are not required to fall: a judge may not see them at its input size",
     "zoom_blur": "floor: averaging zooms up to 1.31x blurs everything away from the centre radially",
+    "jpeg_compression": "floor: quality 5-7 at severity 5 leaves 8x8 block artefacts larger than fine structures",
+    "speckle_noise": "floor: multiplicative noise with sigma 0.2-0.6 of the signal at severity 5 hides texture",
+    "shot_noise": "floor: Poisson noise at 5-80 photons per level at severity 5 is a severely under-dosed image",
+    "gaussian_blur": "floor: an 11-25 pixel kernel at severity 5 removes edges a reader grades",
+    "defocus_blur": "floor: a 2.5-8 pixel disc at severity 5 is an out-of-focus image",
+    "contrast_down": "floor: contrast squeezed to 0.15-0.5 at severity 5 hides low-contrast structures. "
+                     "brightness_down has no floor (a dark image windowed back keeps its detail: trend only); "
+                     "the upward intensity changes, gamma and saturate get no severity response at all, "
+                     "nor do black_corner (non-monotone severities), stain_deposit, bubble and characters "
+                     "(local artefacts over part of the image: trend only, no floor)",
 }
 
 #: The published protocol: paper prompt, generate + parse, severities pooled in the report.
 PAPER: dict[str, Any] = {
     **DEFAULT,
+    # The published protocol has the seven ImageNet-C corruptions only.
+    "corruption_sets": ["imagenet_c"],
     "scoring": "generate",
     "max_new_tokens": 200,
 }

@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+#: End of the reason of a condition that does not apply to an image (e.g. saturate on a grey
+#: image): the cell is "not applicable" there, not an error (``ScoreResult.loss_stage``).
+NOT_APPLICABLE = "not applicable"
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -257,7 +261,7 @@ def _apply_checked(image: np.ndarray, entry: Corruption, severity: int, values: 
     import numpy as np
 
     if not entry.applies(image, None):
-        raise ValueError(f"{entry.id} does not apply to this image (shape {image.shape}): not applicable")
+        raise ValueError(f"{entry.id} does not apply to this image (shape {image.shape}): {NOT_APPLICABLE}")
     out = entry.fn(image, int(severity), LazyRng(image, entry.id, severity, seed), **values)
     if not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
         got = f"{type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}"

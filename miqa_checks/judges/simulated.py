@@ -55,7 +55,11 @@ Planted behaviour
   and averages out pixel noise, so corruption moves ``c`` only a little.
 - Robust response to corruption (``meta.condition`` = ``<corruption>-<severity>``): multiplicative
   change of 0, -1, -3, -6, -12 % at severities 1..5 for contrast, gaussian_noise, impulse_noise,
-  motion_blur, pixelation, zoom_blur; 0, 0, -0.5, -1, -1.5 % for brightness.
+  motion_blur, pixelation, zoom_blur and the degrading medical corruptions (jpeg_compression,
+  speckle_noise, shot_noise, gaussian_blur, defocus_blur, contrast_down); 0, 0, -0.5, -1, -1.5 %
+  for brightness and brightness_down; 0, -0.5, -1, -2, -3 % for the local artefacts
+  (stain_deposit, bubble, black_corner, characters); none for the other intensity changes
+  (ROBUST_RESPONSE_PCT). Every corruption id is also a knob.
 - score = base x robust x (1 + knob %) factors x (1 + noise z) x (1 + nondeterminism z'),
   clipped to [1, 5] (so a planted +31 % shows less on images that already score high).
 - ``expected`` scoring returns ``probs`` over levels 1..5: a Gaussian bump (SD 0.6) around the
