@@ -133,20 +133,118 @@ def make_plots(report_dir: Path, *, cells: list[dict], scores: list[dict],
     jobs = []
     for m in models:
         mc = [c for c in cells if str(c.get("model") or "") == m]
-        jobs.append(("heatmap", m, lambda mc=mc, m=m: plot_heatmaps(report_dir, m, mc, used)))
-        jobs.append(("attributes", m, lambda mc=mc, m=m: plot_attributes(report_dir, m, mc, used)))
-    jobs.append(("displacement", "", lambda: plot_displacement(report_dir, displacements, used)))
-    jobs.append(("family", "", lambda: plot_family(report_dir, scores, used)))
-    for kind, model, job in jobs:
+        jobs.append(("heatmap", m, mc, lambda mc=mc, m=m: plot_heatmaps(report_dir, m, mc, used)))
+        jobs.append(("attributes", m, mc, lambda mc=mc, m=m: plot_attributes(report_dir, m, mc, used)))
+    jobs.append(("displacement", "", displacements, lambda: plot_displacement(report_dir, displacements, used)))
+    jobs.append(("family", "", scores, lambda: plot_family(report_dir, scores, used)))
+    memo = _PlotMemo(report_dir)
+    for kind, model, inputs, job in jobs:
+        key = memo.key(kind, model, inputs)
         try:
-            res = job()
+            res = memo.reuse(key, used)
+            if res is False:
+                res = memo.keep(key, job())
         except Exception as exc:
             problems.append(scrub(f"{kind} plot {model}: {type(exc).__name__}: {exc}"))
             continue
         if res is not None:
             res.setdefault("model", model)
             out.append(res)
+    memo.save()
     return out
+
+
+class _PlotMemo:
+    """Plots of an earlier run in the same folder, by a hash of their inputs: a plot whose inputs,
+    code version and matplotlib did not change is not drawn again (``.plots.json`` holds the
+    hash, the record and the PNG's sha256; a PNG changed or removed since is drawn again)."""
+
+    FILE = ".plots.json"
+    VERSION = 1  # bump when a plot's drawing changes
+
+    def __init__(self, report_dir: Path) -> None:
+        import json
+
+        self.dir = report_dir
+        self.new: dict[str, Any] = {}
+        try:
+            self.old = json.loads((report_dir / self.FILE).read_text())
+        except (OSError, ValueError):
+            self.old = {}
+        if not isinstance(self.old, dict):
+            self.old = {}
+        try:
+            from importlib.metadata import version
+
+            self.mpl = version("matplotlib")
+        except Exception:  # noqa: BLE001 - unknown version: never reuse
+            self.mpl = None
+
+    def key(self, kind: str, model: str, inputs: Any) -> str | None:
+        import hashlib
+        import json
+
+        if self.mpl is None:
+            return None
+        text = json.dumps([self.VERSION, self.mpl, kind, model, inputs], sort_keys=True, default=_plain)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def reuse(self, key: str | None, used: set[str]) -> dict | None | bool:
+        """The earlier record (None: no plot for these inputs), or False: draw it."""
+        import hashlib
+
+        entry = self.old.get(key) if key else None
+        if not isinstance(entry, dict):
+            return False
+        record = entry.get("record")
+        if record is None:
+            self.new[key] = entry
+            return None
+        path = self.dir / str(record.get("path", ""))
+        try:
+            same = path.parent == self.dir and hashlib.sha256(path.read_bytes()).hexdigest() == entry.get("png")
+        except OSError:
+            same = False
+        if not same or path.name in used:
+            return False
+        used.add(path.name)
+        self.new[key] = entry
+        return {**record, "path": path}
+
+    def keep(self, key: str | None, res: dict | None) -> dict | None:
+        """Remember a drawn plot; returns its record as a reuse would give it (JSON values)."""
+        import hashlib
+        import json
+
+        if key is None:
+            return res
+        if res is None:
+            self.new[key] = {"record": None}
+            return None
+        try:
+            record = json.loads(json.dumps({**res, "path": Path(res["path"]).name}, default=_plain))
+            png = hashlib.sha256(Path(res["path"]).read_bytes()).hexdigest()
+        except (OSError, TypeError, ValueError):
+            return res
+        self.new[key] = {"record": record, "png": png}
+        return {**record, "path": Path(res["path"])}
+
+    def save(self) -> None:
+        import json
+
+        from miqa_checks.safe_io import atomic_write_text
+
+        try:
+            atomic_write_text(self.dir / self.FILE, json.dumps(self.new))
+        except OSError:
+            pass
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars and arrays as Python values; anything else as its text."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
 
 
 def _heat_value_cells(cells: list[dict]) -> list[dict]:
