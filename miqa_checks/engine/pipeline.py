@@ -7,8 +7,8 @@ bounded by ``depth`` batches of images. The caller stores each batch as soon as 
 a kill loses at most the batches in flight.
 
 Modes (``MIQA_PREP_WORKERS``): ``auto`` (default): worker processes when the work is large and
-there are cores for them, else one thread; ``0``: no pipelining (prepare in the caller);
-``N``: N worker processes.
+there are cores for them, else one thread; ``thread``: one thread; ``0``: no pipelining (prepare
+in the caller); ``N``: N worker processes.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ ENV = "MIQA_PREP_WORKERS"
 def choose(images: int, worker_count: int = 1) -> tuple[int, bool]:
     """(worker processes, threaded) for ``images`` images to prepare: processes when the work is
     large and this worker has two cores or more, else one thread; ``MIQA_PREP_WORKERS`` overrides
-    (0: inline, N: N processes)."""
+    (thread, 0: inline, N: N processes)."""
     setting = os.environ.get(ENV, "auto").strip().lower()
+    if setting == "thread":
+        return 0, True
     if setting not in ("", "auto"):
         try:
             n = max(0, int(setting))
