@@ -438,21 +438,17 @@ def _rate_part(k: float, n: int, limit: float, alpha: float, fam: float, min_ima
     if outcome != FAIL and n < min_images:
         outcome = INCONCLUSIVE
     need = None
-    if outcome == INCONCLUSIVE:
+    if outcome == INCONCLUSIVE:  # the same exact rule at the observed rate, over m units
+        floor = max(2, min_images)
         if limit <= 0:  # deterministic part, undecided only for want of min_images
-            need = 0.0
+            need = floor
         elif rate < limit:
-            if k == 0:
-                need = math.log(alpha) / math.log1p(-limit)
-            else:
-                need = stats.z_ppf(1 - alpha) ** 2 * rate * (1 - rate) / (limit - rate) ** 2
+            need = stats.smallest_n(lambda m: stats.clopper_pearson_upper(rate * m, m, alpha) <= limit, floor)
         elif rate > limit:
-            need = stats.z_ppf(1 - alpha / fam) ** 2 * limit * (1 - limit) / (rate - limit) ** 2
+            need = stats.smallest_n(
+                lambda m: stats.bonferroni(stats.binom_sf_ge(rate * m, m, limit), fam) < alpha, floor)
         else:
-            need = math.inf
-        need = stats._ceil_n(need, max(2, min_images))
-        if need <= n:
-            need = n + 1
+            need = stats.N_CAP
     return stats.Decision(outcome, p, lower, upper, need)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import special
@@ -308,18 +308,20 @@ def n_to_decide(margin: float, sd: float, alpha_one_sided: float, floor: int = 2
         return N_CAP
     if sd <= 0:
         return floor
+    return smallest_n(lambda m: t_ppf(1.0 - alpha_one_sided, m - 1) * sd / math.sqrt(m) < margin, floor)
 
-    def ok(m: int) -> bool:
-        return t_ppf(1.0 - alpha_one_sided, m - 1) * sd / math.sqrt(m) < margin
 
+def smallest_n(ok: Callable[[int], bool], floor: int) -> int:
+    """Smallest n >= floor with ok(n), for an ok that stays true once true (doubling, then
+    bisection); N_CAP when not even N_CAP is ok."""
     if ok(floor):
         return floor
-    lo, hi = floor, floor * 2
+    lo, hi = floor, min(N_CAP, floor * 2)
     while not ok(hi):
         if hi >= N_CAP:
             return N_CAP
         lo, hi = hi, min(N_CAP, hi * 2)
-    while hi - lo > 1:  # ok(hi), not ok(lo); t * sd / sqrt(m) falls with m
+    while hi - lo > 1:  # ok(hi), not ok(lo)
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return hi

@@ -148,3 +148,15 @@ def test_embedding_spread_is_unbiased(n):
         E = np.stack([X] * 5)
         ratios.append(P.embedding_consistency(X, E, tolerance=0.5).ref_mean / truth)
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("k,n,limit,fam", [(0, 20, 0.05, 150), (1, 40, 0.05, 150), (5, 30, 0.05, 150),
+                                            (8, 60, 0.05, 150), (12, 60, 0.1, 600)])
+def test_rate_n_needed_is_where_the_exact_rule_decides(k, n, limit, fam):
+    """Output validity: n_needed is the first number of units at which the binomial rule, at the same
+    rate, decides (before: a normal formula, 106 where the rule decides at 223 for 1 in 40)."""
+    d = P._rate_part(k, n, limit, 0.05, fam, 5)
+    assert d.outcome == "inconclusive"
+    rate = k / n
+    first = next(m for m in range(5, 5000) if P._rate_part(rate * m, m, limit, 0.05, fam, 5).outcome != "inconclusive")
+    assert d.n_needed == first
