@@ -11,6 +11,9 @@ Authorization header, or offers an ``/embeddings`` endpoint that does or does no
                 ``echo_first`` = N: the first N chat requests get the ``echo_auth`` answer anyway.
 ``embeddings``: ``"image"`` (a vector from the image's bytes), ``"constant"`` (one vector for every
                 input), ``"absent"`` (404).
+``service_s``:  each chat answer is held that long (a sleep: service time without CPU).
+``capacity``:   when > 0, a chat request arriving while that many are in service gets 429 (an
+                overloaded server), for the client's adaptive concurrency.
 
 Records every request (:attr:`StubServer.seen`) and, for trickled answers, whether the client hung
 up before the last byte (:attr:`StubServer.hung_up`). Only ever binds 127.0.0.1.
@@ -25,6 +28,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default (5) refuses bursts of concurrent connections
+
+
 @dataclass
 class StubServer:
     model: str = "stub-vlm"
@@ -33,6 +40,11 @@ class StubServer:
     embeddings: str = "absent"
     trickle_s: float = 0.2
     echo_first: int = 0
+    service_s: float = 0.0
+    capacity: int = 0
+    in_service: int = 0
+    peak_in_service: int = 0
+    refused: int = 0
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Authorization)
     hung_up: list[bool] = field(default_factory=list)
     trickling: int = 0  # trickled answers begun
@@ -41,7 +53,7 @@ class StubServer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -106,9 +118,25 @@ class StubServer:
                 payload = {"id": "stub", "choices": [{"index": 0, "message": {"role": "assistant", "content": stub.answer}}]}
                 if stub.chat == "trickle":
                     return stub._trickle(self, payload)
-                return stub._json(self, 200, payload)
+                if not stub._admit():
+                    return stub._json(self, 429, {"error": {"message": "overloaded"}})
+                try:
+                    stub._stop.wait(stub.service_s)
+                    return stub._json(self, 200, payload)
+                finally:
+                    with stub._lock:
+                        stub.in_service -= 1
 
         return Handler
+
+    def _admit(self) -> bool:
+        with self._lock:
+            if self.capacity and self.in_service >= self.capacity:
+                self.refused += 1
+                return False
+            self.in_service += 1
+            self.peak_in_service = max(self.peak_in_service, self.in_service)
+            return True
 
     def _record(self, h: BaseHTTPRequestHandler, method: str) -> None:
         with self._lock:

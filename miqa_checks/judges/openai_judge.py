@@ -21,7 +21,9 @@ Scoring:
     rule (:func:`miqa_checks.prompts.parse_rating`). Unparsed text is kept in ``raw_text`` with
     ``parse_ok=False``.
 
-Robustness: bounded concurrency (thread pool), retries with exponential backoff and jitter on
+Robustness: adaptive concurrency (``judges.concurrency``: starts at the cap, up to 64; halves on
+429 / 503 / timeouts and backs off when latency rises; grows back by one per window of clean
+answers), retries with exponential backoff and jitter on
 429 (``Retry-After`` honoured, capped), 5xx, timeouts, connection errors and malformed JSON.
 After the last attempt the item becomes ``ScoreResult.failed(method, reason)``; other 4xx are
 not retried. A server that cannot be reached at first use raises :class:`JudgeError`.
@@ -30,7 +32,7 @@ Environment:
 
 ==========================  =========  ==================================================
 ``MIQA_OPENAI_API_KEY``     unset      Bearer key (fallback ``OPENAI_API_KEY``); never logged
-``MIQA_OPENAI_CONCURRENCY`` 4          simultaneous requests
+``MIQA_OPENAI_CONCURRENCY`` 64         most simultaneous requests (the adaptive limit's cap)
 ``MIQA_OPENAI_RETRIES``     4          attempts per request (including the first)
 ``MIQA_OPENAI_TIMEOUT``     60         seconds per request, whole (a trickling answer ends there)
 ``MIQA_OPENAI_BACKOFF``     0.5        first backoff delay in seconds (doubles per attempt)
@@ -74,6 +76,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from ..errors import JudgeError, MiqaUsageError
 from ..prompts import parse_rating
 from ..records import ScoreRequest, ScoreResult
+from .concurrency import AdaptiveLimit
 from .base import SCORING_METHODS, Judge, JudgeCancelled, JudgeSettings
 from .spec import OPENAI_FORM, ModelSpec, parse_model_spec
 
@@ -175,6 +178,12 @@ def encode_image_png(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _data_url(request: ScoreRequest) -> str:
+    """The request's image as a data URL: made ahead by the engine, else here."""
+    made = request.judge_input
+    return made if isinstance(made, str) and made.startswith("data:image/png;base64,") else encode_image_png(request.image)
+
+
 def _top_logprob_entries(choice: dict) -> list[tuple[str, float]] | None:
     """(token text, logprob) pairs for the first generated token, or None when absent.
 
@@ -274,7 +283,8 @@ class OpenAIJudge(Judge):
             raise MiqaUsageError(
                 f"unknown scoring method {settings.method!r}; choose one of {', '.join(SCORING_METHODS)}"
             )
-        self.concurrency: int = _env_number("MIQA_OPENAI_CONCURRENCY", 4, int, 1)
+        self.concurrency: int = _env_number("MIQA_OPENAI_CONCURRENCY", 64, int, 1)
+        self._limit = AdaptiveLimit(self.concurrency)
         self.max_attempts: int = _env_number("MIQA_OPENAI_RETRIES", 4, int, 1)
         self.timeout_s: float = _env_number("MIQA_OPENAI_TIMEOUT", 60.0, float, 0.001)
         self.backoff_s: float = _env_number("MIQA_OPENAI_BACKOFF", 0.5, float, 0.0)
@@ -473,7 +483,7 @@ class OpenAIJudge(Judge):
             with self._lock:
                 self._n_requests += 1
             try:
-                response = self._send("POST", path, body, deadline_s=self.timeout_s)
+                response = self._limited_send(path, body)
             except (httpx.TimeoutException, _DeadlinePassed):
                 reason = f"timeout ({self.timeout_s:g} s)"
             except httpx.TransportError as exc:
@@ -504,6 +514,26 @@ class OpenAIJudge(Judge):
                     raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
         raise _Failure(self._scrub(f"{reason} after {attempts} attempts"))
 
+    def _limited_send(self, path: str, body: dict) -> Any:
+        """POST within the adaptive concurrency limit; tells the limit how the server coped."""
+        if not self._limit.acquire(self._cancelled):
+            raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
+        start = time.monotonic()
+        latency, overloaded = None, True  # a timeout or a cut connection counts as overload
+        try:
+            response = self._send("POST", path, body, deadline_s=self.timeout_s)
+            overloaded = response.status_code in (429, 503)
+            latency = time.monotonic() - start if response.status_code == 200 else None
+            return response
+        except JudgeCancelled:
+            overloaded = False
+            raise
+        finally:
+            self._limit.release(latency_s=latency, overloaded=overloaded)
+
+    #: made ahead in the engine's preparation pool: the image's data URL
+    prepare_input = staticmethod(encode_image_png)
+
     def _messages(self, request: ScoreRequest) -> list[dict]:
         system = request.system_prompt if request.system_prompt is not None else self.settings.system_prompt
         messages: list[dict] = []
@@ -513,7 +543,7 @@ class OpenAIJudge(Judge):
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": encode_image_png(request.image)}},
+                    {"type": "image_url", "image_url": {"url": _data_url(request)}},
                     {"type": "text", "text": request.prompt},
                 ],
             }
@@ -699,6 +729,7 @@ class OpenAIJudge(Judge):
             "server_logprobs": self.server_logprobs(),
             "embeddings": self._embed_source or "not asked",
             "concurrency": str(self.concurrency),
+            "concurrency_limit_now": str(self._limit.limit),
             "max_attempts": str(self.max_attempts),
             "timeout_s": f"{self.timeout_s:g}",
             "api_key": "set" if self.__key else "not set",
