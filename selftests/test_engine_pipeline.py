@@ -34,17 +34,19 @@ def _run(tmp_path, name: str, prep: str, monkeypatch) -> Engine:
 
 def test_pipelined_and_serial_runs_give_identical_scores(tmp_path, monkeypatch):
     serial = _run(tmp_path, "serial", "0", monkeypatch)
+    threaded = _run(tmp_path, "thread", "thread", monkeypatch)
     piped = _run(tmp_path, "piped", "2", monkeypatch)
-    assert (serial.preparation, piped.preparation) == ("inline", "2 processes")
-    assert serial.inferred == piped.inferred > 200
-    rows_serial, rows_piped = serial.score_rows(), piped.score_rows()
+    assert (serial.preparation, threaded.preparation, piped.preparation) == ("inline", "thread", "2 processes")
+    rows_serial = serial.score_rows()
     assert len(rows_serial) > 200
-    assert rows_piped == rows_serial  # scores, probabilities, errors, row order
-    assert piped.result_errors() == serial.result_errors()
-    embedded = [k for k in piped.used if piped._results[k].embedding is not None]
-    assert embedded and all((piped._results[k].embedding == serial._results[k].embedding).all() for k in embedded)
-    serial.close()
-    piped.close()
+    for other in (threaded, piped):
+        assert serial.inferred == other.inferred > 200
+        assert other.score_rows() == rows_serial  # scores, probabilities, errors, row order
+        assert other.result_errors() == serial.result_errors()
+        embedded = [k for k in other.used if other._results[k].embedding is not None]
+        assert embedded and all((other._results[k].embedding == serial._results[k].embedding).all() for k in embedded)
+    for engine in (serial, threaded, piped):
+        engine.close()
 
 
 def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monkeypatch):

@@ -28,13 +28,20 @@ from .prepare import Job, Prepared, run_job
 DEPTH = 2
 #: Below this many images to prepare, a process pool does not repay its start (~0.5 s): one thread.
 MIN_IMAGES_FOR_PROCESSES = 1024
+#: Fewer cores than this per worker: one preparation thread (processes only take cores from the judge).
+MIN_CORES_FOR_PROCESSES = 4
 ENV = "MIQA_PREP_WORKERS"
 
 
 def choose(images: int, worker_count: int = 1) -> tuple[int, bool]:
-    """(worker processes, threaded) for ``images`` images to prepare: processes when the work is
-    large and this worker has two cores or more, else one thread; ``MIQA_PREP_WORKERS`` overrides
-    (thread, 0: inline, N: N processes)."""
+    """(worker processes, threaded) for ``images`` images to prepare: ``cores - 1`` processes when
+    the work is large and this worker has MIN_CORES_FOR_PROCESSES cores or more (one is left to the
+    judge's own host work), else one thread; ``MIQA_PREP_WORKERS`` overrides (thread, 0: inline,
+    N: N processes).
+
+    Measured on 2 shared cores with a device-bound judge (benchmarks/bench_engine.py): one thread
+    overlaps preparation with the device (wall 1.09 x the device time) while two processes did not
+    pay for their start, pickling and the cores they take from the judge (1.23 x)."""
     setting = os.environ.get(ENV, "auto").strip().lower()
     if setting == "thread":
         return 0, True
@@ -46,7 +53,12 @@ def choose(images: int, worker_count: int = 1) -> tuple[int, bool]:
         return n, n > 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     share = cores // max(1, worker_count)
-    return (share if share >= 2 and images >= MIN_IMAGES_FOR_PROCESSES else 0), True
+    return (share - 1 if share >= MIN_CORES_FOR_PROCESSES and images >= MIN_IMAGES_FOR_PROCESSES else 0), True
+
+
+def _warm_up() -> None:
+    """In a pool process: import what the jobs need, so that the first job runs at full speed."""
+    from ..conditions import kernels, registry  # noqa: F401
 
 
 def _child_init(parent: int) -> None:
@@ -88,6 +100,13 @@ class Preparer:
             yield from map(run_job, jobs)
             return
         source = iter(jobs)
+        if self.processes:  # until a pool process is up (~0.5-1 s), prepare here rather than wait
+            warm = [self._pool.submit(_warm_up) for _ in range(self.processes)]
+            while not any(f.done() for f in warm):
+                job = next(source, None)
+                if job is None:
+                    return
+                yield run_job(job)
         ahead: deque[tuple[Job, Future]] = deque()
 
         def refill() -> None:
