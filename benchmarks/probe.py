@@ -11,6 +11,15 @@ writes one JSON file per process into the folder named by ``$MIQA_BENCH_PROBE``:
 - ``torch_at_collection``: whether ``torch`` was in ``sys.modules`` when collection finished;
 - ``torch_at_end``: the same at the end of the session.
 
+Parts of an audit run, for the warm floor's breakdown (seconds since the probe loaded, or inside):
+
+- ``configure_s``: interpreter, pytest and plugin start-up until ``pytest_configure``;
+- ``collection_done_s``: ... until collection finished;
+- ``engine_s``: ``Engine.prepare`` (plan, keys, store look-ups, computing what is missing), of which
+  ``data_s`` loading the images (``Images.datasets``);
+- ``finish_s``: writing the reports (``runtime.finish_session``), of which ``plots_s`` the plots;
+- ``session_s``: until the session ended.
+
 Benchmark-only: not an entry point, never loaded by a normal run.
 """
 
@@ -25,6 +34,7 @@ from pathlib import Path
 
 STATS: dict[str, float] = {
     "model_s": 0.0, "processor_s": 0.0, "load_s": 0.0, "score_s": 0.0, "model_loads": 0, "model_calls": 0,
+    "engine_s": 0.0, "data_s": 0.0, "finish_s": 0.0, "plots_s": 0.0,
 }
 INFO: dict[str, object] = {}
 _T0 = time.perf_counter()
@@ -72,8 +82,34 @@ def _install() -> None:
     TransformersJudge._load = load
 
 
+def _install_parts() -> None:
+    from miqa_checks import report_plots, runtime
+    from miqa_checks.engine import core, images
+
+    _timer(core.Engine, "prepare", "engine_s")
+    _timer(images.Images, "datasets", "data_s")
+    _timer_function(runtime, "finish_session", "finish_s")
+    _timer_function(report_plots, "make_plots", "plots_s")
+
+
+def _timer_function(module, name: str, key: str) -> None:
+    original = getattr(module, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            STATS[key] += time.perf_counter() - start
+
+    setattr(module, name, wrapper)
+
+
 def pytest_configure(config) -> None:
+    INFO["configure_s"] = time.perf_counter() - _T0
     _install()
+    _install_parts()
 
 
 def pytest_collection_finish(session) -> None:

@@ -12,12 +12,14 @@ TITLES = {
     "corruptions": "1. Corruptions: miqa_checks.corruptions vs imagecorruptions (all 5 severities, embedded images)",
     "corruptions_rgb224": "1b. Corruptions on 224 x 224 RGB (MediMeta-C's format) vs imagecorruptions",
     "medical_corruptions": "1c. Medical corruptions (MedMNIST-C set) vs medmnistc: speed, fidelity in the notes",
-    "scoring": "2. Scoring path on the tiny checkpoints (CPU): throughput ratios",
-    "overhead": "3. Harness overhead: full default matrix on tiny-llava, cold cache",
-    "cache": "4. Result store: `pytest -k pixelation` cold vs warm",
-    "xdist": "5. Parallelism: `-n 2` vs one process, full audit, cold cache",
-    "collection": "6. Collection at the published scale (`--collect-only`) vs plain pytest",
-    "gpu_smoke": "GPU throughput script, `--smoke` on CPU (tiny shapes; checks the script, not the GPU)",
+    "scoring": "2. Scoring path on the tiny checkpoints (CPU): `expected` vs the paper's `generate`",
+    "engine": "3. Engine: harness ceiling (zero-latency judge) and overlap with a device-bound judge",
+    "served": "4. Served model: OpenAI judge vs a local server with a fixed service time",
+    "cache": "5. Warm reruns: the default audit cold vs warm, and the warm floor by part",
+    "xdist": "6. Parallelism: `-n 2` vs one process on a device-bound judge",
+    "collection": "7. Collection at the published scale (`--collect-only`) vs plain pytest",
+    "gpu": "8. GPU: model alone and whole pipeline vs the FLOP bound",
+    "gpu_smoke": "8. GPU throughput script, `--smoke` on CPU (tiny shapes; checks the script and the pipeline, not the GPU)",
 }
 
 

@@ -15,8 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"benchmark", "case", "baseline", "candidate", "baseline_s", "candidate_s", "value", "min", "max",
             "repeats", "unit", "goal", "goal_op", "goal_value", "met", "note"}
-#: the quick subset that fits the self-test budget: every benchmark kind except the full audits
-QUICK = "corruptions,scoring,cache,collection,gpu"
+#: the quick subset that fits the self-test budget: every benchmark kind except the -n 2 audits
+QUICK = "corruptions,scoring,engine,served,cache,collection,gpu"
 
 
 def _run(out: Path, only: str) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def _run(out: Path, only: str) -> subprocess.CompletedProcess:
         env.pop(k, None)
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.run_all", "--quick", "--only", only, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
     )
 
 
@@ -36,7 +36,7 @@ def test_quick_benchmarks_write_well_formed_rows(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "bench.json").read_text())
     rows = data["rows"]
     assert data["meta"]["mode"] == "quick"
-    assert {r["benchmark"] for r in rows} >= {"corruptions", "scoring", "cache", "collection"}
+    assert {r["benchmark"] for r in rows} >= {"corruptions", "scoring", "engine", "served", "cache", "collection"}
     assert "gpu" in {r["benchmark"] for r in rows} or "gpu_smoke" in {r["benchmark"] for r in rows}
     for row in rows:
         assert set(row) == ROW_KEYS, row
@@ -51,7 +51,17 @@ def test_quick_benchmarks_write_well_formed_rows(tmp_path: Path) -> None:
     corruption_cases = {r["case"] for r in rows if r["benchmark"] == "corruptions"}
     assert {"brightness", "pixelation", "zoom_blur", "median over the 7 corruptions"} <= corruption_cases
     scoring = {r["case"] for r in rows if r["benchmark"] == "scoring"}
+    assert "tiny-llava: expected vs generate as the paper runs it (200 new tokens)" in scoring
     assert "tiny-llava: expected vs generate-8" in scoring
+    engine = {r["case"] for r in rows if r["benchmark"] == "engine"}
+    assert any(c.startswith("harness ceiling, total") for c in engine)
+    assert "overlap: wall / max(preparation alone, device alone)" in engine
+    served = {r["case"] for r in rows if r["benchmark"] == "served"}
+    assert {"concurrency 1: requests/s", "client ceiling (service 0 ms, concurrency 64)"} <= served
+    warm_floor = [r for r in rows if r["benchmark"] == "cache" and r["case"].startswith("warm floor: ")]
+    assert len(warm_floor) == 7 and all(r["unit"] == "s" for r in warm_floor)
+    pipeline = [r for r in rows if r["benchmark"] in ("gpu", "gpu_smoke") and "whole pipeline" in r["case"]]
+    assert len(pipeline) >= 2  # the GPU script goes through the engine, not only the model
     # the warm run proves no model load; collection proves torch stays out (these are facts, not timings)
     proof = {r["case"]: r for r in rows if r["unit"] == "bool"}
     assert proof["warm run loads no model"]["met"] is True
