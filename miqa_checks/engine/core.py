@@ -55,6 +55,8 @@ class Engine:
         self.peers = Peers(store, self.worker_count)
         self._results: dict[str, ScoreResult] = {}
         self._items: dict[tuple[str, str, str, RequestSpec], WorkItem] = {}
+        self._keys: dict[tuple[str, str, str, RequestSpec], str] = {}
+        self._params: dict[tuple[str, str], dict[str, Any]] = {}
         self.used: dict[str, WorkItem] = {}
         self.inferred = 0  # requests this process sent to a judge
         self.preparation = "none"  # how the last computation prepared its batches (for benchmarks)
@@ -67,6 +69,11 @@ class Engine:
     def image_ids(self, dataset: str) -> list[str]:
         """The chosen readable images of a dataset, sorted."""
         return self.images.image_ids(dataset)
+
+    def groups(self, dataset: str) -> list[str]:
+        """The group of each of :meth:`image_ids` (same order): images of one group (crops of one
+        source, frames of one clip, one patient) are not independent."""
+        return [self.images.record(dataset, i).group for i in self.image_ids(dataset)]
 
     def judge(self, model: str):
         """The judge for a model spec, constructed once per process (weights load on first score)."""
@@ -81,6 +88,12 @@ class Engine:
 
     # ---------------------------------------------------------------- keys
     def _condition_params(self, dataset: str, condition: str) -> dict[str, Any]:
+        """What determines a condition image besides the source image (cached per dataset and condition)."""
+        if (dataset, condition) not in self._params:
+            self._params[(dataset, condition)] = self._resolve_params(dataset, condition)
+        return self._params[(dataset, condition)]
+
+    def _resolve_params(self, dataset: str, condition: str) -> dict[str, Any]:
         if condition == CLEAN:
             return {}
         from ..conditions import parameters, parse_condition
@@ -97,10 +110,20 @@ class Engine:
         """The keyed work item, None when the model cannot be loaded."""
         index = (model, dataset, image_id, spec)
         if index not in self._items:
+            key = self._key(model, dataset, image_id, plain(spec))
+            if key is None:
+                return None
+            self._items[index] = WorkItem(model, dataset, image_id, spec, key)
+        return self._items[index]
+
+    def _key(self, model: str, dataset: str, image_id: str, spec: RequestSpec) -> str | None:
+        """A request's store key (the same with or without ``embed``), computed once per process."""
+        index = (model, dataset, image_id, spec)
+        if index not in self._keys:
             identity = self.identity(model)
             if identity is None:
                 return None
-            key = request_key(
+            self._keys[index] = request_key(
                 judge=identity,
                 image=self.images.hash(dataset, image_id),
                 condition=spec.condition,
@@ -110,8 +133,7 @@ class Engine:
                 max_new_tokens=self.settings["max_new_tokens"],
                 repeat=spec.repeat,
             )
-            self._items[index] = WorkItem(model, dataset, image_id, spec, key)
-        return self._items[index]
+        return self._keys[index]
 
     # ---------------------------------------------------------------- planning and computing
     def plan(self, cells: Iterable[Cell]) -> list[WorkItem]:
