@@ -5,7 +5,11 @@ Two image sets, both real pixels corrupted once by the real corruption engine:
 - :func:`validation_images`: 64 crops per dataset cut from the embedded samples (crop corners
   drawn from a fixed seed), 5 datasets: a MediMeta-C-like run of 64 images per dataset;
 - :func:`sample_images`: the embedded samples as a default run loads them (6 datasets,
-  n = 5..37, 624 cells), with each image's group (source image, clip or series).
+  n = 5..37), with each image's group (source image, clip or series).
+
+The matrix is the one the profile plans (its ``corruption_sets``: the default profile adds the
+medical set per modality, 1068 cells on the samples). A condition that does not apply to an
+image (saturate on a grey image) gets the engine's failed "not applicable" result.
 
 Each seeded run scores every request with a fresh ``SimulatedJudge`` and evaluates every cell
 through the same ``evaluate_cell`` the audit uses, with the same per-cell alpha weights
@@ -20,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from miqa_checks.corruptions import apply, parse_condition
+from miqa_checks.conditions import apply, parse_condition
 from miqa_checks.data import load_all
 from miqa_checks.evaluate import evaluate_cell
 from miqa_checks.judges import JudgeSettings
@@ -29,7 +33,7 @@ from miqa_checks.families import effective_family_sizes
 from miqa_checks.matrix import CLEAN, Cell, RequestSpec, plan_cells
 from miqa_checks.profiles import DEFAULT
 from miqa_checks.prompts import build_prompt
-from miqa_checks.records import RequestMeta, ScoreRequest
+from miqa_checks.records import CONDITION_FAILED, RequestMeta, ScoreRequest, ScoreResult
 
 DATASETS = ("samples_ct", "samples_mr", "samples_us", "samples_fundus", "samples_microscopy")
 CROP = 96
@@ -89,7 +93,10 @@ class Harness:
         self.image_ids = {d: [i.image_id for i in imgs] for d, imgs in by_dataset.items()}
         self.groups = {d: [i.group or i.image_id for i in imgs] for d, imgs in by_dataset.items()}
         self.datasets = [(d, imgs[0].modality) for d, imgs in by_dataset.items()]
-        template = plan_cells(["sim-robust"], self.datasets, with_baseline=False)
+        # the matrix the profile plans (its corruption sets per modality), as in a real run
+        self.plan = dict(with_baseline=False, corruption_sets=self.thresholds.get("corruption_sets", ()),
+                         mapping=self.thresholds.get("corruption_mapping") or None)
+        template = plan_cells(["sim-robust"], self.datasets, **self.plan)
         specs: dict[RequestSpec, bool] = {}
         for cell in template:
             for spec in cell.requests():
@@ -97,12 +104,21 @@ class Harness:
                 specs[plain] = specs.get(plain, False) or spec.embed
         self.requests: list[ScoreRequest] = []
         self.index: dict[tuple[str, str, RequestSpec], int] = {}
+        #: conditions that do not apply to an image (e.g. saturate on grey): the engine's failed result
+        self.inapplicable: dict[tuple[str, str, RequestSpec], ScoreResult] = {}
         for image in self.images:
             for spec, embed in specs.items():
                 pixels = image.pixels
                 if spec.condition != CLEAN:
                     name, severity = parse_condition(spec.condition)
-                    pixels = apply(pixels, name, severity, seed=0)
+                    try:
+                        pixels = apply(pixels, name, severity, seed=0)
+                    except ValueError as exc:
+                        failed = ScoreResult.failed(self.thresholds["scoring"], f"{CONDITION_FAILED}{spec.condition}: {exc}")
+                        if failed.loss_stage() != "not_applicable":
+                            raise
+                        self.inapplicable[(image.dataset, image.image_id, spec)] = failed
+                        continue
                 self.index[(image.dataset, image.image_id, spec)] = len(self.requests)
                 self.requests.append(
                     ScoreRequest(
@@ -117,13 +133,14 @@ class Harness:
         """One seeded audit of ``spec``: cell test id (model part left out) -> outcome."""
         judge = SimulatedJudge(spec, JudgeSettings(seed=seed))
         results = judge.score(self.requests)
-        cells = plan_cells([spec], self.datasets, with_baseline=False)
+        cells = plan_cells([spec], self.datasets, **self.plan)
         family = effective_family_sizes(cells)
         outcomes = {}
         for cell in cells:
             def lookup(rs: RequestSpec, image_id: str, cell: Cell = cell):
-                i = self.index.get((cell.dataset, image_id, RequestSpec(rs.condition, rs.prompt_id, rs.repeat)))
-                return None if i is None else results[i]
+                key = (cell.dataset, image_id, RequestSpec(rs.condition, rs.prompt_id, rs.repeat))
+                i = self.index.get(key)
+                return self.inapplicable.get(key) if i is None else results[i]
 
             extra = {"groups": self.groups[cell.dataset]} if self.grouped else {}
             verdict = evaluate_cell(
