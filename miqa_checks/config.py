@@ -154,6 +154,7 @@ PROFILE_SCHEMA: dict[str, Callable[[Any], Any]] = {
     "bootstrap_resamples": _number(100, 100000, integer=True),
     "min_images": _number(2, 10**6, integer=True),
     "max_lost_share": _number(0, 1),
+    "unit": _choice("group", "image"),
     "inconclusive": _inconclusive_policy,
     "stability_tolerance_pct": _per_severity,
     "trend_tolerance_pct": _number(0, 100),

@@ -101,15 +101,17 @@ def evaluate_cell(
     lookup: Lookup,
     thresholds: Mapping[str, Any],
     *,
-    family_size: int,
+    family_size: float,
     seed: int,
     baseline: BaselineScores | None = None,
+    groups: Sequence[str] | None = None,
 ) -> CellOutcome:
     """Evaluate one cell on the given images (the dataset's chosen images, sorted).
 
     A cell that lost more than ``max_lost_share`` of its images to errors (scoring, parse,
     corruption) is an ``error`` whatever its statistic says; ``inconclusive`` is kept for too
-    few images.
+    few images. ``groups``: the group of each image (same order); under ``unit = "group"`` the
+    statistics are cluster-robust over groups and ``n`` counts groups.
     """
     if not image_ids:
         return CellOutcome(error_verdict(f"dataset {cell.dataset} has no readable image"))
@@ -117,7 +119,9 @@ def evaluate_cell(
     inapplicable = lost.pop("not_applicable", 0)
     if inapplicable == len(image_ids):
         return CellOutcome(not_applicable_verdict(f"{cell.corruption or cell.condition} does not apply to any image of {cell.dataset}"))
-    outcome = _evaluate(cell, image_ids, lookup, thresholds, family_size=family_size, seed=seed, baseline=baseline)
+    by_group = groups is not None and thresholds["unit"] == "group"
+    outcome = _evaluate(cell, image_ids, lookup, thresholds, family_size=family_size, seed=seed, baseline=baseline,
+                        groups=list(groups) if by_group else list(image_ids))
     if outcome.verdict.outcome in (ERROR, NOT_APPLICABLE):
         return outcome
     outcome.verdict = _lost_verdict(outcome.verdict, lost, len(image_ids) - inapplicable, thresholds["max_lost_share"])
@@ -130,9 +134,10 @@ def _evaluate(
     lookup: Lookup,
     thresholds: Mapping[str, Any],
     *,
-    family_size: int,
+    family_size: float,
     seed: int,
     baseline: BaselineScores | None,
+    groups: list[str],
 ) -> CellOutcome:
     common = dict(
         alpha=thresholds["alpha"],
@@ -140,6 +145,7 @@ def _evaluate(
         min_images=thresholds["min_images"],
         seed=seed,
         resamples=thresholds["bootstrap_resamples"],
+        groups=np.asarray(groups),
     )
     prop = cell.property
     if prop == "corruption_stability":
@@ -167,21 +173,22 @@ def _evaluate(
         first, second = (_scores(lookup, s, image_ids) for s in cell.requests())
         return CellOutcome(P.repeatability(first, second, tolerance=thresholds["repeatability_tolerance"], **common))
     if prop == "output_validity":
-        parse_ok, scores = [], []
+        parse_ok, scores, request_groups = [], [], []
         for spec in cell.requests():
-            for image_id in image_ids:
+            for image_id, group in zip(image_ids, groups):
                 result = lookup(spec, image_id)
                 if result is None or result.error is not None:
                     continue  # failures of the judge itself are errors, not invalid outputs
                 parse_ok.append(result.parse_ok)
                 scores.append(result.score)
+                request_groups.append(group)  # one image's requests are not independent trials
         return CellOutcome(
             P.output_validity(
                 np.array(parse_ok, dtype=bool),
                 np.array(scores, dtype=float),
                 max_parse_failure_rate=thresholds["max_parse_failure_rate"],
                 max_out_of_range_rate=thresholds["max_out_of_range_rate"],
-                **common,
+                **{**common, "groups": np.asarray(request_groups)},
             )
         )
     if prop in ("baseline_agreement", "baseline_noninferiority"):

@@ -193,11 +193,3 @@ def plan_cells(
                 for c in audit_ids():
                     add("baseline_noninferiority", corruption=c)
     return cells
-
-
-def family_sizes(cells: Iterable[Cell]) -> dict[str, int]:
-    """Cells per model in the full matrix: the Bonferroni family of each model."""
-    sizes: dict[str, int] = {}
-    for cell in cells:
-        sizes[cell.model] = sizes.get(cell.model, 0) + 1
-    return sizes

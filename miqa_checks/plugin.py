@@ -19,7 +19,8 @@ import pytest
 
 from .config import Settings, resolve_settings
 from .errors import MiqaUsageError
-from .matrix import BASELINE_PROPERTIES, PROPERTIES, Cell, family_sizes, plan_cells
+from .families import effective_family_sizes
+from .matrix import BASELINE_PROPERTIES, PROPERTIES, Cell, plan_cells
 
 STATE = pytest.StashKey["MiqaState"]()
 ROW = pytest.StashKey[dict]()
@@ -90,9 +91,9 @@ class MiqaState:
         return self._cells
 
     @cached_property
-    def family_sizes(self) -> dict[str, int]:
+    def family_sizes(self) -> dict[Cell, float]:
         """Cells per model in the full matrix: each model's Bonferroni family."""
-        return family_sizes(self.cells)
+        return effective_family_sizes(self.cells)
 
     @cached_property
     def baseline_scores(self) -> dict[tuple[str, str, str, str], float] | None:

@@ -33,6 +33,13 @@ DEFAULT: dict[str, Any] = {
     # that share of the executed cells could not decide). Exploring: skip; a deployment gate
     # should not ship what the data cannot show, so ``strict`` fails.
     "inconclusive": "skip",
+    # The unit of replication. ``group``: images of one group (crops of one source image, frames
+    # of one clip, slices of one series, one patient or study, a manifest's ``group`` column) are
+    # one unit, with a cluster-robust standard error over groups: the verdict generalises to new
+    # sources. ``image``: every image is a unit: the verdict is about the audited images
+    # themselves (right when every image comes from a different source, or for a fixed test set).
+    # The requests of one image are never independent trials, whichever unit is chosen.
+    "unit": "group",
     # Below this many paired images a cell is inconclusive whatever its CI.
     "min_images": 5,
     # Stability: mild corruption must not move the score more than a rater's rounding error

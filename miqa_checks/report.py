@@ -54,7 +54,7 @@ MATRIX_COLUMNS = (
     "severity", "attribute", "n", "clean_mean", "cond_mean", "delta_pct", "ci_low", "ci_high",
     "p_value", "threshold", "verdict",
 )
-MATRIX_EXTRA_COLUMNS = ("reason", "n_needed", "n_dropped")
+MATRIX_EXTRA_COLUMNS = ("reason", "n_needed", "n_dropped", "n_images", "ci_level")
 SCORES_COLUMNS = ("model", "dataset", "image_id", "condition", "prompt_id", "score", "parse_ok",
                   "raw_text")
 SCORES_EXTRA_COLUMNS = ("method", "error", "p1", "p2", "p3", "p4", "p5")
@@ -159,6 +159,12 @@ def gate_lines(cells: list[dict], scores: list[dict], errors: list[dict]) -> lis
     lines = request_failures(scores, errors)
     undecided = undecided_line(cells)
     return lines + ([undecided] if undecided else [])
+
+
+def interval_label(cell: Mapping[str, Any]) -> str:
+    """``90% CI``: the level of the cell's printed interval (``1 - 2 alpha``, the decision's)."""
+    level = as_float(cell.get("ci_level"))
+    return f"{level * 100:.0f}% CI" if math.isfinite(level) else "CI"
 
 
 def fmt_num(x: Any, spec: str = ".3g") -> str:

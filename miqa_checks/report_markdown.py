@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from miqa_checks.report import VERDICTS, fmt_ci, fmt_pct, gate_lines, verdict_counts, worst_cells
+from miqa_checks.report import VERDICTS, fmt_ci, fmt_pct, gate_lines, interval_label, verdict_counts, worst_cells
 from miqa_checks.safe_io import scrub
 
 MAX_WORST = 10
@@ -41,7 +41,7 @@ def render_markdown(cells: list[dict], scores: list[dict], errors: list[dict], r
     bad = worst_cells(cells, include_pass=False)[:MAX_WORST]
     if bad:
         lines += ["", f"Worst cells (all in `matrix.csv`):", "",
-                  "| test | change | 95% CI | threshold | n | verdict |", "|---|---:|---:|---|---:|---|"]
+                  f"| test | change | {interval_label(bad[0])} | threshold | n | verdict |", "|---|---:|---:|---|---:|---|"]
         lines += [f"| {_cell(c.get('test_id'))} | {fmt_pct(c.get('delta_pct'))} | "
                   f"{fmt_ci(c.get('ci_low'), c.get('ci_high'))} | {_cell(c.get('threshold'))} | "
                   f"{_cell(c.get('n'))} | {_cell(c.get('verdict'))} |" for c in bad]

@@ -27,7 +27,7 @@ from .evaluate import CellOutcome, error_verdict, evaluate_cell, not_applicable_
 from .stats import ERROR, FAIL, INCONCLUSIVE, NOT_APPLICABLE
 from .junit import CaseRecord, write_junit
 from .matrix import Cell, model_label
-from .report import gate_lines, junit_properties, write_reports
+from .report import gate_lines, interval_label, junit_properties, write_reports
 from .report_markdown import render_markdown
 from .published import COLUMNS as PUBLISHED_COLUMNS
 from .published import published_table
@@ -59,7 +59,7 @@ def _message(cell: Cell, row: dict[str, Any]) -> str:
 
     return (
         f"{row['verdict']}: {row['reason']} "
-        f"[statistic {num(row['delta_pct'])}, 95% CI {num(row['ci_low'])}..{num(row['ci_high'])}, "
+        f"[statistic {num(row['delta_pct'])}, {interval_label(row)} {num(row['ci_low'])}..{num(row['ci_high'])}, "
         f"threshold {row['threshold']}, n={row['n']}, p_adj={num(row['p_value'])}]"
     )
 
@@ -86,7 +86,8 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
     else:
         outcome = evaluate_cell(
             cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,
-            family_size=state.family_sizes[cell.model], seed=state.settings.seed, baseline=state.baseline_scores,
+            family_size=state.family_sizes[cell], seed=state.settings.seed, baseline=state.baseline_scores,
+            groups=engine.groups(cell.dataset),
         )
     v = outcome.verdict
     row = {
@@ -94,6 +95,7 @@ def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState"
         "n": v.n, "clean_mean": v.ref_mean, "cond_mean": v.cond_mean, "delta_pct": v.statistic,
         "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value, "threshold": v.threshold,
         "verdict": v.outcome, "reason": scrub(v.reason), "n_needed": v.n_needed, "n_dropped": v.n_dropped,
+        "n_images": v.n_images or v.n, "ci_level": 1 - 2 * state.settings["alpha"],
     }
     node.stash[key] = {"row": row, "displacements": outcome.displacements}
     node.user_properties.extend(junit_properties(row))

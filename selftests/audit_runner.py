@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: Every image a unit (docs/examples/per-image.toml): the embedded samples grouped by source
+#: file cannot decide anything, so the self-tests that need decisions on them use this.
+PER_IMAGE = f"--miqa-config={REPO / 'docs' / 'examples' / 'per-image.toml'}"
 
 
 @dataclass

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from audit_runner import run_audit
+from audit_runner import PER_IMAGE, run_audit
 
-SIMS = ("--miqa-model", "sim-robust", "--miqa-model", "sim-paper")
+SIMS = ("--miqa-model", "sim-robust", "--miqa-model", "sim-paper", PER_IMAGE)
 
 MATRIX_COLUMNS = [
     "test_id", "property", "model", "dataset", "modality", "condition", "corruption", "severity", "attribute",
@@ -38,7 +38,7 @@ def test_reports_follow_the_contract(sim_audit):
     assert {"junit.xml", "matrix.csv", "scores.csv", "summary.html", "run.json", "published.csv", "errors.csv"} <= files, sim_audit.output[-3000:]
     assert list(sim_audit.matrix[0])[: len(MATRIX_COLUMNS)] == MATRIX_COLUMNS
     assert list(sim_audit.scores[0])[: len(SCORES_COLUMNS)] == SCORES_COLUMNS
-    assert {r["verdict"] for r in sim_audit.matrix} <= {"pass", "fail", "inconclusive", "error"}
+    assert {r["verdict"] for r in sim_audit.matrix} <= {"pass", "fail", "inconclusive", "error", "not_applicable"}
     junit = (sim_audit.report_dir / "junit.xml").read_text()
     assert junit.count("<testcase") >= len(sim_audit.matrix)
     assert '<property name="delta_pct"' in junit and '<property name="verdict"' in junit
@@ -129,7 +129,7 @@ def test_config_file_sets_thresholds_and_command_line_wins(tmp_path):
 
 def test_upgrade_gate_with_a_baseline(tmp_path):
     """Same per-image base, a little more noise: agrees; other seed: disagrees; planted pixelation: less stable."""
-    common = ("--miqa-max-images", "37", "-k", "samples_mr")  # all 37 MR samples: agreement is per image
+    common = (PER_IMAGE, "--miqa-max-images", "37", "-k", "samples_mr")  # all 37 MR samples: agreement is per image
     base = run_audit(tmp_path, "--miqa-model", "sim-robust", *common, report="base")
     gate = ("--miqa-baseline", str(base.report_dir / "scores.csv"), *common[:-1], "baseline and samples_mr")
 
@@ -165,3 +165,12 @@ def test_a_baseline_of_several_models_is_a_usage_error(tmp_path):
     assert run.returncode == 4, run.output[-2000:]
     assert "one model" in run.output and "two.csv" in run.output
     assert not (tmp_path / "cache").exists()  # stopped before anything loaded
+
+
+def test_grouped_by_source_the_samples_cannot_decide_and_say_so(tmp_path):
+    """The default unit is the group: 11 CT samples cut from 3 files are 3 units, and a planted
+    -20 % pixelation is inconclusive there (with n = groups and the images beside it), not a pass."""
+    run = run_audit(tmp_path, "--miqa-model", "sim-paper", "-k", "corruption_stability and samples_ct and pixelation")
+    assert run.returncode == 0, run.output[-2000:]
+    assert {r["verdict"] for r in run.matrix} == {"inconclusive"}
+    assert all(r["n"] == "3" and "n=3 groups, 11 images" in r["reason"] for r in run.matrix), run.matrix[0]

@@ -15,8 +15,9 @@ import yaml
 from audit_runner import REPO, audit_env
 
 DOC = REPO / "docs" / "CI.md"
-#: Small enough for a self-test; a user's project sets its own (or none: the profile's 64).
-PROJECT_MIQA_TABLE = '\n[tool.miqa]\nmax_images = 8\ndata = ["samples"]\n'
+#: Small enough for a self-test; a user's project sets its own (or none: the profile's 64). The
+#: embedded samples come from few source files: every image a unit, so the gate can decide.
+PROJECT_MIQA_TABLE = '\n[tool.miqa]\nmax_images = 8\ndata = ["samples"]\nunit = "image"\n'
 
 
 def _workflows() -> tuple[dict, dict]:

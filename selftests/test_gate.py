@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from audit_runner import run_audit
+from audit_runner import PER_IMAGE, run_audit
 from miqa_checks.config import resolve_settings
 from miqa_checks.evaluate import evaluate_cell, lost_images
 from miqa_checks.matrix import Cell, RequestSpec
@@ -176,7 +176,7 @@ def test_reports_do_not_depend_on_the_number_of_workers(tmp_path):
 
 
 def test_summary_md_is_written_for_ci(tmp_path):
-    run = run_audit(tmp_path, "--miqa-model=sim-paper", "-k", "pixelation and samples_ct")
+    run = run_audit(tmp_path, "--miqa-model=sim-paper", PER_IMAGE, "-k", "pixelation and samples_ct")
     text = (run.report_dir / "summary.md").read_text()
     assert text.startswith("## miqa-checks summary\n")
     assert "**FAILED**" in text and "| sim-paper |" in text

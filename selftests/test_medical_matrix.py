@@ -9,7 +9,7 @@ import collections
 
 import pytest
 
-from audit_runner import run_audit
+from audit_runner import PER_IMAGE, run_audit
 from miqa_checks.conditions import REGISTRY, ids
 from miqa_checks.config import resolve_settings
 from miqa_checks.errors import MiqaUsageError
@@ -66,7 +66,7 @@ def test_every_degrading_corruption_has_a_floor_with_a_reason():
 
 
 def test_robust_judge_passes_the_enlarged_matrix_and_a_planted_medical_defect_fails_its_cells_only(tmp_path):
-    robust = run_audit(tmp_path, "--miqa-model=sim-robust", report="robust", cache="c1")
+    robust = run_audit(tmp_path, "--miqa-model=sim-robust", PER_IMAGE, report="robust", cache="c1")
     assert robust.returncode == 0, robust.output[-2000:]
     verdicts = collections.Counter(r["verdict"] for r in robust.matrix)
     assert verdicts["fail"] == verdicts["error"] == 0 and len(robust.matrix) > 1000
@@ -75,7 +75,7 @@ def test_robust_judge_passes_the_enlarged_matrix_and_a_planted_medical_defect_fa
     assert na and all("saturate" in r["test_id"] and "does not apply" in r["reason"] for r in na)
     assert not [e for e in robust.csv("errors.csv") if "saturate" in e["file_or_image"]]
 
-    planted = run_audit(tmp_path, "--miqa-model=sim:speckle_noise=-20", report="planted", cache="c2")
+    planted = run_audit(tmp_path, "--miqa-model=sim:speckle_noise=-20", PER_IMAGE, report="planted", cache="c2")
     failing = {r["test_id"] for r in planted.matrix if r["verdict"] in ("fail", "error")}
     assert failing and all("-speckle_noise-" in t for t in failing)
     assert {t.split("[")[1].split("-")[2] for t in failing} >= {"samples_us"}

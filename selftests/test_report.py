@@ -159,7 +159,7 @@ def test_columns_exactly_contract(written):
     m = _read(out / "matrix.csv")
     assert m[0][:18] == CONTRACT_MATRIX
     assert m[0] == list(MATRIX_COLUMNS + MATRIX_EXTRA_COLUMNS)
-    assert m[0][18:] == ["reason", "n_needed", "n_dropped"]
+    assert m[0][18:] == ["reason", "n_needed", "n_dropped", "n_images", "ci_level"]
     assert len(m) == len(cells) + 1
     s = _read(out / "scores.csv")
     assert s[0][:8] == CONTRACT_SCORES
@@ -368,7 +368,7 @@ def test_html_headline_images_banner(written):
         row = re.search(r"<tr><td>" + re.escape(model) + r"</td>(.*?)</tr>", head)
         assert row, model
         nums = re.findall(r'<td class="num">(\d+)</td>', row.group(1))
-        assert nums == [str(d[v]) for v in ("pass", "fail", "inconclusive", "error", "total")]
+        assert nums == [str(d[v]) for v in ("pass", "fail", "inconclusive", "error", "not_applicable", "total")]
     # worst cells: first listed is a fail
     first = re.search(r"Worst cells.*?<tr><td>.*?</tr>\s*<tr>(.*?)</tr>", head, re.S).group(1)
     assert "v-fail" in first
