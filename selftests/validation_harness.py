@@ -79,7 +79,8 @@ class Harness:
     """Scores the union of every cell's requests once per (spec, seed) and evaluates each cell.
 
     images: the image set (default: 64 crops per dataset); grouped: pass each image's group to
-    the statistics (cluster-robust over groups) instead of treating images as independent.
+    ``evaluate_cell``, which uses it (cluster-robust over groups) when the profile's ``unit`` is
+    ``group``; without it every image is its own unit.
     """
 
     def __init__(self, n_images: int = 64, thresholds: dict | None = None, images: tuple[Image, ...] | None = None,
