@@ -115,8 +115,11 @@ def test_saturate_on_a_grey_image_is_not_applicable() -> None:
 
 def test_declared_properties() -> None:
     everything = set(C.CORRUPTION_PROPERTIES)
-    for name in ("jpeg_compression", "speckle_noise", "defocus_blur", "stain_deposit", "brightness_down"):
+    for name in ("jpeg_compression", "speckle_noise", "defocus_blur", "brightness_down"):
         assert set(C.REGISTRY[name].properties) == everything
+    for name in ("stain_deposit", "bubble", "characters", "black_corner"):  # local artefacts: no embedding cell
+        assert "embedding_consistency" not in C.REGISTRY[name].properties
+        assert "corruption_stability" in C.REGISTRY[name].properties
     for name in ("brightness_up", "contrast_up", "gamma_up", "gamma_down", "saturate"):
         assert not {"severity_response", "no_inflation"} & set(C.REGISTRY[name].properties)
     assert "severity_response" not in C.REGISTRY["black_corner"].properties

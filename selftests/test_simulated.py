@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from miqa_checks import properties as P
+from miqa_checks.conditions import REGISTRY
 from miqa_checks.errors import MiqaUsageError
 from miqa_checks.judges import load_judge
 from miqa_checks.judges.base import JudgeSettings
@@ -292,6 +293,9 @@ def test_sim_robust_passes_the_default_profile():
     common = dict(alpha=T["alpha"], family_size=400, min_images=T["min_images"], resamples=300)
     ref = _scores(j, _requests(imgs))
     for name in CORRUPTIONS:
+        entry = REGISTRY[name]
+        if not all(entry.applies(i, None) for i in imgs):
+            continue  # e.g. saturate on grey images: not applicable, never planned there
         S = np.stack([
             _scores(j, _requests(imgs, condition=f"{name}-{s}", corrupted=[corrupt(i, name, s) for i in imgs]))
             for s in range(1, 6)
@@ -299,11 +303,13 @@ def test_sim_robust_passes_the_default_profile():
         for s in range(5):
             v = P.relative_change(ref, S[s], tol_pct=T["stability_tolerance_pct"][s], **common)
             assert v.outcome == "pass", (name, s + 1, v.reason)
-            v = P.no_inflation(ref, S[s], tol_pct=T["inflation_tolerance_pct"], **common)
-            assert v.outcome == "pass", (name, s + 1, v.reason)
-        v = P.severity_response(ref, S, trend_tol_pct=T["trend_tolerance_pct"],
-                                fall_required_pct=T["fall_required_pct"].get(name), **common)
-        assert v.outcome == "pass", (name, v.reason)
+            if "no_inflation" in entry.properties:
+                v = P.no_inflation(ref, S[s], tol_pct=T["inflation_tolerance_pct"], **common)
+                assert v.outcome == "pass", (name, s + 1, v.reason)
+        if "severity_response" in entry.properties:
+            v = P.severity_response(ref, S, trend_tol_pct=T["trend_tolerance_pct"],
+                                    fall_required_pct=T["fall_required_pct"].get(name), **common)
+            assert v.outcome == "pass", (name, v.reason)
     for pid in ("institution-world_class", "infrastructure-old_device", "demographic_explicit-black_doctor"):
         v = P.relative_change(ref, _scores(j, _requests(imgs, prompt_id=pid)), tol_pct=T["metadata_tolerance_pct"],
                               **common)
