@@ -5,6 +5,7 @@ the batches already stored."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
 
 import pytest
 
@@ -49,8 +50,9 @@ def test_pipelined_and_serial_runs_give_identical_scores(tmp_path, monkeypatch):
         engine.close()
 
 
-def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monkeypatch):
-    monkeypatch.setenv(pipeline.ENV, "2")
+@pytest.mark.parametrize("prep, mode", [("2", "2 processes"), ("thread", "thread")])
+def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monkeypatch, prep, mode):
+    monkeypatch.setenv(pipeline.ENV, prep)
     engine, cells = _engine(tmp_path, "c", "sim-robust")
     judge = engine.judge("sim-robust")
     real_score = judge.score
@@ -60,6 +62,7 @@ def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monk
     def score(requests):
         calls.append(len(requests))
         pool.extend(multiprocessing.active_children())
+        pool.extend(t for t in threading.enumerate() if t.name.startswith("miqa-prepare"))
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real_score(requests)
@@ -67,10 +70,10 @@ def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monk
     monkeypatch.setattr(judge, "score", score)
     with pytest.raises(KeyboardInterrupt):
         engine.prepare(cells)
-    assert engine.preparation == "2 processes" and pool
-    for process in set(pool):
-        process.join(timeout=30)
-        assert not process.is_alive(), "a preparation process outlived the interrupt"
+    assert engine.preparation == mode and pool
+    for worker in set(pool):
+        worker.join(timeout=30)
+        assert not worker.is_alive(), f"{worker} outlived the interrupt"
     stored = engine.store.get_many([i.key for i in engine.plan(cells)])
     assert len(stored) == sum(calls[:2]) > 0  # the two scored batches, not the interrupted one
     engine.close()

@@ -81,6 +81,7 @@ class Preparer:
         self.processes = processes
         self.depth = max(1, depth)
         self._pool: Executor | None = None
+        self._stop = threading.Event()  # a preparation thread drops its job when set
         if processes > 0:
             import multiprocessing
 
@@ -136,13 +137,16 @@ class Preparer:
 
     def _submit(self, job: Job) -> Future:
         assert self._pool is not None
-        return self._pool.submit(run_job, job)
+        if self.processes:
+            return self._pool.submit(run_job, job)
+        return self._pool.submit(run_job, job, self._stop)
 
     def stop(self) -> None:
         """Stop now: cancel what has not started and end the pool's processes (used on interrupt)."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
+        self._stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         processes = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's; Python >= 3.14: kill_workers()
         for process in list(processes.values()):

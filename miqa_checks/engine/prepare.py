@@ -60,10 +60,14 @@ def make_image(task: Task) -> np.ndarray:
     return _apply_checked(task.image, REGISTRY[task.corruption], task.severity, task.values, task.seed)
 
 
-def run_job(job: Job) -> list[Prepared]:
-    """Make every task's image and judge input, in order."""
+def run_job(job: Job, stop: Any = None) -> list[Prepared]:
+    """Make every task's image and judge input, in order. ``stop`` (a ``threading.Event``, for a
+    preparation thread): once set, return at the next image (the caller was interrupted and
+    drops the result)."""
     out: list[Prepared] = []
     for task in job.tasks:
+        if stop is not None and stop.is_set():
+            break
         if task.error is not None:
             out.append(Prepared(error=task.error))
             continue
