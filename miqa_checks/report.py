@@ -145,13 +145,14 @@ def request_failures(scores: Iterable[Mapping[str, Any]], errors: Iterable[Mappi
 
 
 def undecided_line(cells: Iterable[Mapping[str, Any]]) -> str | None:
-    """How many cells could not decide and how many images would decide them; None if none."""
+    """How many cells could not decide and how many units (images, or groups under ``unit =
+    "group"``) would decide half of them and all of them; None if none."""
     undecided = [c for c in cells if _text(c.get("verdict")) == "inconclusive"]
     if not undecided:
         return None
-    needed = [int(as_float(c.get("n_needed"))) for c in undecided if is_finite(c.get("n_needed"))]
-    need = f"; up to {max(needed)} images per dataset would decide them" if needed else ""
-    return f"{len(undecided)} cell(s) could not decide (inconclusive){need} (n_needed in matrix.csv)"
+    needed = sorted(int(as_float(c.get("n_needed"))) for c in undecided if is_finite(c.get("n_needed")))
+    need = f": {needed[len(needed) // 2]} units would decide half of them, {needed[-1]} all" if needed else ""
+    return f"{len(undecided)} cell(s) inconclusive{need} (n_needed in matrix.csv)"
 
 
 def gate_lines(cells: list[dict], scores: list[dict], errors: list[dict]) -> list[str]:

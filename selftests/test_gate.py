@@ -157,7 +157,7 @@ def test_the_inconclusive_policy_decides_the_exit_code(tmp_path, policy, exit_co
     )
     assert run.returncode == exit_code, run.output[-2000:]
     assert {r["verdict"] for r in run.matrix} == {"inconclusive"}
-    assert "3 cell(s) could not decide (inconclusive); up to 5 images per dataset would decide them" in run.output
+    assert "3 cell(s) inconclusive: 5 units would decide half of them, 5 all (n_needed in matrix.csv)" in run.output
     if policy.startswith("fail-above") and exit_code:
         assert "run fails: 100.0% of the cells are inconclusive" in run.output
 
