@@ -42,10 +42,22 @@ def measure(repeats: int, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
                 check_ran(res, f"cache {phase}")
                 res["run"] = run_json(tmp / "reports")
                 pair[phase] = res
+            pair["plain"] = plain_pytest(tmp, pair["warm"]["probe"][0]["items"])
             pairs.append(pair)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return pairs
+
+
+def plain_pytest(tmp: Path, items: int) -> dict[str, Any]:
+    """Plain pytest (no plugin) running as many trivial tests as the audit has: pytest's own floor."""
+    folder = tmp / "plain"
+    folder.mkdir()
+    (folder / "test_plain.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.parametrize('i', range({items}))\ndef test_trivial(i):\n    pass\n")
+    res = timed_pytest([str(folder), "-q", "-p", "no:miqa", "--rootdir", str(folder)], cwd=folder)
+    check_ran(res, "plain pytest", ok=(0,))
+    return {**res, "items": items}
 
 
 def parts(res: dict[str, Any]) -> dict[str, float]:
@@ -90,6 +102,11 @@ def rows_from(pairs: Sequence[dict[str, Any]]) -> list[dict]:
                  note=f"share of the warm wall {sum(w[name] for w in warm_parts) / sum(warm):.0%}")
         for name in PARTS
     ]
+    floor.append(make_row(
+        "cache", "warm floor: plain pytest running as many trivial tests", baseline="-", candidate="pytest -p no:miqa",
+        baseline_s=None, candidate_s=None, values=[p["plain"]["wall_s"] for p in pairs], unit="s",
+        note=f"{pairs[0]['plain']['items']} tests (the audit's items): what pytest itself costs, "
+        f"{sum(p['plain']['wall_s'] for p in pairs) / sum(warm):.0%} of the warm wall"))
     return [row, proof, *floor]
 
 

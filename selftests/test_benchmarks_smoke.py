@@ -59,7 +59,7 @@ def test_quick_benchmarks_write_well_formed_rows(tmp_path: Path) -> None:
     served = {r["case"] for r in rows if r["benchmark"] == "served"}
     assert {"concurrency 1: requests/s", "client ceiling (service 0 ms, concurrency 64)"} <= served
     warm_floor = [r for r in rows if r["benchmark"] == "cache" and r["case"].startswith("warm floor: ")]
-    assert len(warm_floor) == 7 and all(r["unit"] == "s" for r in warm_floor)
+    assert len(warm_floor) == 8 and all(r["unit"] == "s" for r in warm_floor)
     pipeline = [r for r in rows if r["benchmark"] in ("gpu", "gpu_smoke") and "whole pipeline" in r["case"]]
     assert len(pipeline) >= 2  # the GPU script goes through the engine, not only the model
     # the warm run proves no model load; collection proves torch stays out (these are facts, not timings)

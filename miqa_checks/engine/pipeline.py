@@ -136,10 +136,16 @@ class Preparer:
             yield done
 
     def _submit(self, job: Job) -> Future:
+        """The job's future; a pool that broke already gives a future holding BrokenProcessPool."""
         assert self._pool is not None
-        if self.processes:
-            return self._pool.submit(run_job, job)
-        return self._pool.submit(run_job, job, self._stop)
+        try:
+            if self.processes:
+                return self._pool.submit(run_job, job)
+            return self._pool.submit(run_job, job, self._stop)
+        except BrokenProcessPool as exc:
+            broken: Future = Future()
+            broken.set_exception(exc)
+            return broken
 
     def stop(self) -> None:
         """Stop now: cancel what has not started and end the pool's processes (used on interrupt)."""
