@@ -379,3 +379,30 @@ def test_fidelity_impulse_noise_statistics(ic, real_images: dict[str, np.ndarray
             assert abs(salt - 0.5) < 0.06, (key, sev, salt)
             untouched = (ours != 0) & (ours != 255)
             assert np.array_equal(ours[untouched], img[untouched])
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (5,), (64, 64), (37, 53, 3), (224, 224, 3)])
+def test_uniform_u16_is_rng_integers_value_for_value(shape: tuple[int, ...]) -> None:
+    """The noise kernels' raw-bit draw is numpy's full-range uint16 ``integers`` stream exactly
+    (the pinned gaussian / impulse outputs rely on it; a numpy that changed it would fail here)."""
+    from miqa_checks.conditions.kernels import uniform_u16
+
+    for seed in (0, 1, 12345):
+        expected = np.random.default_rng(seed).integers(0, 65536, size=shape, dtype=np.uint16)
+        assert np.array_equal(uniform_u16(np.random.default_rng(seed), shape), expected)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (37, 53, 3), (96, 80, 3), (9, 12, 3), (224, 224, 3)])
+def test_pair_lookup_equals_per_sample_lookup(shape: tuple[int, ...]) -> None:
+    """Two samples per look-up (one table, or one per RGB channel) gives ``lut[c][x[..., c]]`` bit for bit,
+    on even and odd sizes, contiguous and strided images."""
+    from miqa_checks.conditions.kernels import _lut_pairs
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    luts = [rng.integers(0, 256, 256, dtype=np.uint8) for _ in range(3)]
+    for image in (x, x[:, ::-1]):
+        assert np.array_equal(_lut_pairs(image, luts[:1]), luts[0][image])
+        if image.ndim == 3:
+            expected = np.stack([luts[c][image[..., c]] for c in range(3)], axis=-1)
+            assert np.array_equal(_lut_pairs(image, luts), expected)

@@ -194,3 +194,36 @@ def test_fidelity_drawn_artefacts_cover_alike(name: str, mc, rgb_images: list[np
         ref = np.mean([np.mean(np.any(_ref(mc, name, im, severity, s) != im, axis=-1))
                        for im in rgb_images for s in range(8)])
         assert 0.5 <= ours / ref <= 2.0, (name, severity, ours, ref)
+
+
+def test_changed_outputs_carry_a_new_version() -> None:
+    """Outputs that changed (content-digest seeding and single-draw kernels; single-precision saturate)
+    carry version 2 in their parameters, hence new cache keys; the bit-identical ones keep none."""
+    changed = {*RANDOM, "saturate"}
+    for name in MEDICAL:
+        assert C.parameters(name, 3).get("version") == ("2" if name in changed else None), name
+
+
+def test_fast_paths_are_exact() -> None:
+    """Look-ups two pixels at a time, the float32 luma mean, the grey-as-RGB defocus shortcut and the
+    PIL paste of bubbles give exactly what the plain computations give."""
+    from miqa_checks.conditions import medical_kernels as K
+
+    rng = np.random.default_rng(11)
+    lut = rng.integers(0, 256, 256, dtype=np.uint8)
+    for shape in ((31, 33), (40, 48, 3), (600, 600, 3)):
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert np.array_equal(K.apply_lut(x, lut), lut[x])
+        assert K.pil_luma_mean(x) == int(np.asarray(Image.fromarray(x).convert("L"), dtype=np.float64).mean() + 0.5)
+    grey = np.repeat(rng.integers(0, 256, (50, 60, 1), dtype=np.uint8), 3, axis=2)
+    fast = K.defocus_blur(grey, 5, 0.2)
+    K_grey_plane = K.grey_plane
+    try:
+        K.grey_plane = lambda x: None  # force the three-plane transform
+        assert np.array_equal(fast, K.defocus_blur(grey, 5, 0.2))
+    finally:
+        K.grey_plane = K_grey_plane
+    x = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    out = K.bubble(x, 12, 15, np.random.default_rng(3)).astype(np.uint32)
+    blends = [((v := x.astype(np.uint32) * (255 - a) + 255 * a + 128) >> 8) + v >> 8 for a in (100, 130)]
+    assert ((out == x) | (out == blends[0]) | (out == blends[1])).all() and (out != x).any()

@@ -138,3 +138,51 @@ def test_user_corruption_is_planned_at_collection(tmp_path: Path) -> None:
     assert any(i.endswith("-stripe_dropout-3]") and "test_corruption_stability[" in i for i in ids)
     assert any(i.endswith("-stripe_dropout]") and "test_severity_response[" in i for i in ids)
     assert all("stripe_dropout" in i for i in ids)
+
+
+def test_digest_seeding_hashes_each_read_only_image_once_and_stays_content_determined(monkeypatch) -> None:
+    """``seeding="digest"`` (the medical set): one pixel hash per read-only image object, shared by every
+    corruption and severity of it; the result depends on the pixels only (a writable copy, a mutated
+    array, a read-only view of a writable array all get their own, fresh digest)."""
+    big = []
+    real = R.hashlib.sha256
+
+    class Counting:
+        def __init__(self, data: bytes = b"") -> None:
+            self._h = real(data)
+
+        def update(self, data) -> None:
+            if memoryview(data).nbytes > 1000:
+                big.append(1)
+            self._h.update(data)
+
+        def digest(self) -> bytes:
+            return self._h.digest()
+
+    monkeypatch.setattr(R.hashlib, "sha256", Counting)
+    image = np.random.default_rng(7).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    frozen = image.copy()
+    frozen.setflags(write=False)
+    first = {(n, s): C.apply(frozen, n, s, seed=1) for n in ("speckle_noise", "bubble", "characters") for s in (1, 3, 5)}
+    assert len(big) == 1  # nine conditions, one hash of the pixels
+    for (name, sev), out in first.items():
+        assert np.array_equal(out, C.apply(image, name, sev, seed=1))  # a writable copy: same content, same bytes
+    assert len(big) == 1 + len(first)  # a writable array is hashed at every call (it may change)
+    image[0, 0] ^= 1
+    assert not np.array_equal(C.apply(image, "speckle_noise", 3, seed=1), first[("speckle_noise", 3)])
+    view = image[:]
+    view.setflags(write=False)  # read-only, but its base can still be written
+    before = len(big)
+    C.apply(view, "speckle_noise", 3, seed=1)
+    image[5, 5] ^= 1
+    C.apply(view, "speckle_noise", 3, seed=1)
+    assert len(big) == before + 2 and id(view) not in R._DIGESTS
+    batch = C.apply_batch([np.zeros_like(frozen), frozen], "bubble", 3, seed=1)
+    assert np.array_equal(batch[1], first[("bubble", 3)])  # batch companions and position do not matter
+    # the imagenet_c set keeps its per-call pixel seeding (pinned outputs)
+    assert C.REGISTRY["gaussian_noise"].seeding == "pixels" and C.REGISTRY["bubble"].seeding == "digest"
+
+
+def test_unknown_seeding_is_refused(user_ids: list[str]) -> None:
+    with pytest.raises(ValueError, match="unknown seeding"):
+        R.REGISTRY.add(R.Corruption(id="x_seed", fn=lambda image, severity, rng: image, seeding="order"))

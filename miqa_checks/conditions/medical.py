@@ -86,9 +86,12 @@ def _register(
     colour_only: bool = False,
     properties: Sequence[str] = CORRUPTION_PROPERTIES,
     why: str = _DEGRADES,
+    version: str = "",
 ) -> None:
     """Register one MedMNIST-C corruption: ``tables[dataset][severity - 1]`` is one value, or a
-    tuple of values, named by ``columns``; ``kernel`` names the function in :mod:`medical_kernels`."""
+    tuple of values, named by ``columns``; ``kernel`` names the function in :mod:`medical_kernels`.
+    Random ones are seeded by the image's shared digest (``seeding="digest"``); ``version`` changes
+    whenever a corruption's output changes (it enters the cache key)."""
 
     def resolve(severity: int, params: str, modality: str | None) -> dict[str, Any]:
         dataset = REFERENCE_DATASET.get(canonical_modality(modality), default)
@@ -114,7 +117,8 @@ def _register(
 
     fn.__name__ = fn.__qualname__ = id
     fn.__doc__ = f"MedMNIST-C {id}: :func:`medical_kernels.{kernel}` with {', '.join(columns)} per severity."
-    corruption(id, set=SET, source=SOURCE, resolve=resolve, applies_to=applies_to, properties=properties, why=why)(fn)
+    corruption(id, set=SET, source=SOURCE, resolve=resolve, applies_to=applies_to, properties=properties, why=why,
+               version=version, seeding="digest" if uses_rng else "pixels")(fn)
     TABLES[id] = tables
 
 
@@ -142,11 +146,11 @@ _register("speckle_noise", "speckle_noise", ("sigma",), {
     "octmnist": (0.15, 0.30, 0.40, 0.50, 0.60), "breastmnist": (0.10, 0.15, 0.20, 0.25, 0.30),
     "chestmnist": (0.05, 0.15, 0.2, 0.35, 0.45), "pneumoniamnist": (0.05, 0.07, 0.10, 0.15, 0.20),
     **_same((0.05, 0.10, 0.20, 0.30, 0.40), *_ORGAN),
-}, "breastmnist", uses_rng=True)
+}, "breastmnist", uses_rng=True, version="2")
 _register("shot_noise", "shot_noise", ("rate",), {
     "dermamnist": (60, 25, 18, 10, 5), "chestmnist": (60, 25, 18, 10, 5),
     "pneumoniamnist": (300, 200, 150, 100, 80), **_same((200, 100, 50, 25, 15), *_ORGAN),
-}, "chestmnist", uses_rng=True)
+}, "chestmnist", uses_rng=True, version="2")
 
 # blur -----------------------------------------------------------------------------------
 _register("defocus_blur", "defocus_blur", ("radius", "alias_blur"), {
@@ -193,21 +197,21 @@ _register("gamma_down", "gamma", ("gamma",), {
 }, "chestmnist", properties=_SOME, why=_INTENSITY)
 _register("saturate", "saturate", ("amount",), {
     "pathmnist": (0.05, 0.10, 0.15, 0.20, 0.25), "bloodmnist": (0.05, 0.10, 0.15, 0.17, 0.20),
-}, "pathmnist", colour_only=True, properties=_SOME, why=_INTENSITY + "; colour images only")
+}, "pathmnist", colour_only=True, properties=_SOME, why=_INTENSITY + "; colour images only", version="2")
 
 # modality-specific ----------------------------------------------------------------------
 # ink_size: MedMNIST-C picks its ink masks by ``max(3, severity index)``: 24 px at severities 1-4, 32 px at 5.
 _register("stain_deposit", "stain_deposit", ("max_marks", "ink_size"), {
     "pathmnist": ((1, 24), (2, 24), (3, 24), (4, 24), (5, 32)),
     "bloodmnist": ((1, 24), (2, 24), (3, 24), (3, 24), (3, 32)),
-}, "pathmnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL)
+}, "pathmnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL, version="2")
 _register("bubble", "bubble", ("max_radius", "max_bubbles"), {
     "pathmnist": ((7, 15), (10, 15), (12, 15), (15, 20), (17, 25)),
     "bloodmnist": ((5, 10), (7, 10), (10, 10), (12, 12), (15, 12)),
-}, "pathmnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL)
+}, "pathmnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL, version="2")
 _register("black_corner", "black_corner", ("multiplier",), {
     "dermamnist": (1.10, 1.05, 1.00, 0.90, 0.95),
 }, "dermamnist", properties=("corruption_stability", "no_inflation"), why=_NO_TREND + "; " + _LOCAL)
 _register("characters", "characters", ("max_words", "max_letters", "max_font_scale"), {
     "dermamnist": ((1, 6, 0.14), (2, 7, 0.15), (3, 8, 0.16), (4, 9, 0.17), (6, 10, 0.18)),
-}, "dermamnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL)
+}, "dermamnist", uses_rng=True, properties=_NO_EMBEDDING, why=_LOCAL, version="2")

@@ -32,31 +32,61 @@ def _levels() -> Image.Image:
 # ---------------------------------------------------------------- intensity
 
 
+def pair_table(lut: np.ndarray) -> np.ndarray:
+    """A 256-level uint8 table as a 65536-entry little-endian uint16 table over byte pairs:
+    entry ``b0 | b1 << 8`` is ``lut[b0] | lut[b1] << 8`` (128 KB; built by broadcasting)."""
+    l16 = lut.astype("<u2")
+    return (l16[None, :] | (l16[:, None] << 8)).ravel()
+
+
+def apply_lut(x: np.ndarray, lut: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+    """``lut[x]`` for uint8 ``x`` (any shape), bit for bit: two pixels per look-up through
+    :func:`pair_table` (``pairs``, when given, is ``pair_table(lut)``), half of numpy's per-index cost."""
+    if x.size % 2 or not x.flags.c_contiguous:
+        return lut.take(x)
+    if pairs is None:
+        pairs = pair_table(lut)
+    return pairs.take(x.reshape(-1).view("<u2")).view(np.uint8).reshape(x.shape)
+
+
 @lru_cache(maxsize=64)
 def _blend_lut(base: int, factor: float) -> np.ndarray:
     """PIL ``Image.blend(constant base, x, factor)`` for every level x: exactly PIL's rounding."""
     return np.asarray(Image.blend(Image.new("L", (256, 1), base), _levels(), factor)).ravel().copy()
 
 
+@lru_cache(maxsize=32)
+def _brightness_pairs(factor: float) -> np.ndarray:
+    return pair_table(_blend_lut(0, factor))
+
+
 def brightness(x: np.ndarray, factor: float) -> np.ndarray:
     """PIL ``ImageEnhance.Brightness(factor)``: blend with black (exact)."""
-    return _blend_lut(0, factor).take(x)
+    return apply_lut(x, _blend_lut(0, factor), _brightness_pairs(factor))
+
+
+_LUMA = np.array([19595, 38470, 7471], dtype=np.float32)
 
 
 def pil_luma_mean(x: np.ndarray) -> int:
-    """``int(mean of PIL's convert("L") + 0.5)``: ITU-R 601 luma in PIL's fixed point (exact)."""
+    """``int(mean of PIL's convert("L") + 0.5)``: ITU-R 601 luma in PIL's fixed point (exact).
+
+    Per pixel ``(19595 R + 38470 G + 7471 B + 32768) >> 16``, in float32: every product and partial
+    sum is an integer below 2**24, so the BLAS product, the scaling by 2**-16 and the floor are exact.
+    """
     if x.ndim == 2:
-        total = int(x.sum(dtype=np.int64))
+        total = float(x.sum(dtype=np.int64))
     else:
-        luma = (x[..., 0].astype(np.uint32) * 19595 + x[..., 1].astype(np.uint32) * 38470
-                + x[..., 2].astype(np.uint32) * 7471 + 0x8000) >> 16
-        total = int(luma.sum(dtype=np.int64))
+        luma = x.reshape(-1, 3).astype(np.float32) @ _LUMA
+        luma += 32768.0
+        luma *= 1.0 / 65536.0
+        total = float(np.floor(luma, out=luma).sum(dtype=np.float64))
     return int(total / (x.shape[0] * x.shape[1]) + 0.5)
 
 
 def contrast(x: np.ndarray, factor: float) -> np.ndarray:
     """PIL ``ImageEnhance.Contrast(factor)``: blend with the image's mean luma (exact)."""
-    return _blend_lut(pil_luma_mean(x), factor).take(x)
+    return apply_lut(x, _blend_lut(pil_luma_mean(x), factor))
 
 
 @lru_cache(maxsize=32)
@@ -65,9 +95,14 @@ def _gamma_lut(gamma: float) -> np.ndarray:
     return np.array([int((255 + 1 - 1e-3) * pow(v / 255.0, gamma)) for v in range(256)], dtype=np.uint8)
 
 
+@lru_cache(maxsize=32)
+def _gamma_pairs(gamma: float) -> np.ndarray:
+    return pair_table(_gamma_lut(gamma))
+
+
 def gamma(x: np.ndarray, value: float) -> np.ndarray:
     """torchvision ``adjust_gamma(img, value, gain=1)`` on a PIL image (exact)."""
-    return _gamma_lut(value).take(x)
+    return apply_lut(x, _gamma_lut(value), _gamma_pairs(value))
 
 
 def saturate(x: np.ndarray, amount: float) -> np.ndarray:
@@ -75,16 +110,23 @@ def saturate(x: np.ndarray, amount: float) -> np.ndarray:
 
     In closed form: channel ``c -> V - min(delta + amount * V, V) * (V - c) / delta`` with
     ``V = max``, ``delta = max - min``; a grey pixel (``delta = 0``, hue 0 by skimage's
-    convention) turns red-ish: R stays ``V``, G and B become ``V * (1 - amount)``. Float64,
-    truncated; equal to the reference up to float round-off (a level at a few pixels).
+    convention) turns red-ish: R stays ``V``, G and B become ``V * (1 - amount)``. Single precision
+    on channel planes, truncated; equal to the reference up to round-off (a level at a few pixels).
     """
-    f = x.astype(np.float64)
-    v = f.max(axis=2, keepdims=True)
-    delta = v - f.min(axis=2, keepdims=True)
+    planes = np.ascontiguousarray(np.moveaxis(x, 2, 0))  # (3, H, W)
+    v8 = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+    v = v8.astype(np.float32)
+    delta = v - np.minimum(np.minimum(planes[0], planes[1]), planes[2])
     grey = delta == 0
-    w = np.where(grey, np.array([0.0, 1.0, 1.0]), (v - f) / np.where(grey, 1.0, delta))
-    sv = np.minimum(delta + amount * v, v)
-    return np.clip(v - sv * w, 0, 255).astype(np.uint8)
+    gain = np.minimum(delta + np.float32(amount) * v, v)
+    gain /= np.where(grey, np.float32(1), delta)
+    weight = v - planes  # (3, H, W) float32: V - c
+    weight[1] = np.where(grey, np.float32(1), weight[1])  # grey: weights (0, 1, 1)
+    weight[2] = np.where(grey, np.float32(1), weight[2])
+    weight *= -gain
+    weight += v
+    np.clip(weight, 0, 255, out=weight)
+    return np.ascontiguousarray(np.moveaxis(weight.astype(np.uint8), 0, 2))
 
 
 # --------------------------------------------------------------------- noise
@@ -100,12 +142,20 @@ def _speckle_table(sigma: float) -> np.ndarray:
     return (np.clip(v + v * sigma * z[None, :], 0, 1) * 255).astype(np.uint8).ravel()
 
 
+def _quantile_index(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``x << 12 | u`` (uint32, the shape of ``x``) with ``u`` uniform on 0..4095: the low 12 bits of
+    16-bit slices of the generator's raw 64-bit output (a quarter of ``rng.integers``' cost)."""
+    raw = rng.bit_generator.random_raw((x.size + 3) // 4).astype("<u8", copy=False)
+    u = raw.view("<u2")[: x.size].reshape(x.shape)
+    idx = x.astype(np.uint32) << 12
+    idx |= u & (_U12 - 1)
+    return idx
+
+
 def speckle_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """``x + x * N(0, sigma)`` (x in [0, 1]), clipped; one draw per sample, by inverse CDF at
     1/4096 resolution (|z| > 3.5 folds onto the outermost quantiles)."""
-    u = rng.integers(0, _U12, size=x.shape, dtype=np.uint16)
-    idx = (x.astype(np.uint32) << 12) | u
-    return _speckle_table(sigma).take(idx)
+    return _speckle_table(sigma).take(_quantile_index(x, rng))
 
 
 @lru_cache(maxsize=16)
@@ -126,9 +176,7 @@ def _shot_table(rate: float) -> np.ndarray:
 
 def shot_noise(x: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
     """``Poisson(x * rate) / rate`` (x in [0, 1]), clipped; by inverse CDF at 1/4096 resolution."""
-    u = rng.integers(0, _U12, size=x.shape, dtype=np.uint16)
-    idx = (x.astype(np.uint32) << 12) | u
-    return _shot_table(float(rate)).take(idx)
+    return _shot_table(float(rate)).take(_quantile_index(x, rng))
 
 
 # ---------------------------------------------------------------------- blur
@@ -191,12 +239,28 @@ def _kernel_spectrum(radius: float, alias_blur: float, shape: tuple[int, int]) -
     return fft.rfft2(k, s=shape).astype(np.complex64)
 
 
+def grey_plane(x: np.ndarray) -> np.ndarray | None:
+    """The ``H x W`` plane of an ``H x W x 3`` image whose three channels are equal (a grey image
+    stored as RGB), else None; a colour image is usually told by its first row."""
+    if x.ndim != 3 or x.shape[2] != 3:
+        return None
+    top = x[0]
+    if not (np.array_equal(top[:, 0], top[:, 1]) and np.array_equal(top[:, 0], top[:, 2])):
+        return None
+    plane = x[..., 0]
+    return np.ascontiguousarray(plane) if np.array_equal(plane, x[..., 1]) and np.array_equal(plane, x[..., 2]) else None
+
+
 def defocus_blur(x: np.ndarray, radius: float, alias_blur: float) -> np.ndarray:
     """``cv2.filter2D`` of every channel with :func:`defocus_kernel` (reflect-101 borders), as one
     single-precision FFT product, clipped and truncated (the reference works in float64: a level
-    apart at a few pixels)."""
+    apart at a few pixels). A grey image stored as RGB is blurred once and stacked (each plane is
+    transformed on its own, so that is the same result for a third of the work)."""
     from scipy import fft
 
+    plane = grey_plane(x)
+    if plane is not None:
+        return np.repeat(defocus_blur(plane, radius, alias_blur)[..., None], 3, axis=2)
     p = defocus_kernel(radius, alias_blur).shape[0] // 2
     h, w = x.shape[:2]
     planes = x[None] if x.ndim == 2 else np.moveaxis(x, 2, 0)  # (C, H, W)
@@ -213,19 +277,19 @@ def defocus_blur(x: np.ndarray, radius: float, alias_blur: float) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _corner_keep(h: int, w: int, multiplier: float, channels: int) -> np.ndarray:
-    """uint8 1 inside the centred disk of radius ``int(min half-side * multiplier)``, 0 outside;
-    shape (H, W) or (H, W, 1) for RGB (broadcast)."""
+    """uint8 255 inside the centred disk of radius ``int(min half-side * multiplier)``, 0 outside;
+    shape (H, W), or (H, W, channels) for RGB (a mask of the image's own shape: one bitwise AND)."""
     cy, cx = h // 2, w // 2
     r = int(min(cx, cy, w - cx, h - cy) * multiplier)
     yy, xx = np.ogrid[:h, :w]
-    keep = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
-    return keep if channels == 0 else keep[..., None]
+    keep = np.where((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r, np.uint8(255), np.uint8(0))
+    return keep if channels == 0 else np.repeat(keep[..., None], channels, axis=2)
 
 
 def black_corner(x: np.ndarray, multiplier: float) -> np.ndarray:
     """Black outside a centred disk (dermoscope vignette); the disk rasterised by distance, where the
     reference uses ``cv2.circle`` (they differ on boundary pixels only)."""
-    return x * _corner_keep(x.shape[0], x.shape[1], float(multiplier), 0 if x.ndim == 2 else 3)
+    return x & _corner_keep(x.shape[0], x.shape[1], float(multiplier), 0 if x.ndim == 2 else x.shape[2])
 
 
 INKS_PER_SIZE = 10
@@ -268,29 +332,38 @@ def stain_deposit(x: np.ndarray, max_marks: int, ink_size: int, rng: np.random.G
     return out
 
 
+def _randint(u: float, lo: int, hi: int) -> int:
+    """A uniform integer in ``lo..hi`` (inclusive; ``lo`` when ``hi < lo``) from a uniform ``u`` in [0, 1)."""
+    return lo + int(u * (hi - lo + 1)) if hi > lo else lo
+
+
 def bubble(x: np.ndarray, max_radius: int, max_bubbles: int, rng: np.random.Generator) -> np.ndarray:
     """7..max_bubbles translucent white bubbles (radius 3..max_radius; alpha 100, a 2 px rim of 130),
     drawn as MedMNIST-C draws them (PIL ellipses on an alpha layer, later bubbles over earlier ones),
-    then white blended through that layer with PIL's paste arithmetic (exact for a given set of bubbles)."""
+    then white pasted through that layer by PIL (exact for a given set of bubbles).
+    All draws come from one ``rng.random`` call (count, then radius and centre per bubble)."""
     h, w = x.shape[:2]
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
     border = 2
-    n = int(rng.integers(7, max(7, max_bubbles) + 1))
-    radii = rng.integers(3, max(3, min(max_radius, w // 2, h // 2)) + 1, size=n)
-    cxs = rng.integers(np.minimum(radii, w - 1), np.maximum(w - radii, np.minimum(radii, w - 1)) + 1)
-    cys = rng.integers(np.minimum(radii, h - 1), np.maximum(h - radii, np.minimum(radii, h - 1)) + 1)
-    for r, cx, cy in zip(radii.tolist(), cxs.tolist(), cys.tolist()):
+    most = max(7, int(max_bubbles))
+    u = rng.random(1 + 3 * most).tolist()
+    top = max(3, min(int(max_radius), w // 2, h // 2))
+    for i in range(_randint(u[0], 7, most)):
+        r = _randint(u[1 + 3 * i], 3, top)
+        cx = _randint(u[2 + 3 * i], min(r, w - 1), w - r)
+        cy = _randint(u[3 + 3 * i], min(r, h - 1), h - r)
         draw.ellipse((cx - r - border, cy - r - border, cx + r + border, cy + r + border), fill=130)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=100)
-    a = np.asarray(layer).ravel()
-    idx = np.flatnonzero(a)
-    alpha = a.take(idx).astype(np.uint32)
-    out = x.copy()
-    flat = out.reshape(h * w, -1)
-    v = flat.take(idx, axis=0).astype(np.uint32) * (255 - alpha[:, None]) + 255 * alpha[:, None] + 128
-    flat[idx] = ((v >> 8) + v) >> 8  # PIL's paste arithmetic: BLEND with DIV255
-    return out
+    image = Image.fromarray(x)
+    image.paste(_white(image.mode, image.size), (0, 0), layer)  # PIL's paste: the reference's own C blend
+    return np.array(image)
+
+
+@lru_cache(maxsize=8)
+def _white(mode: str, size: tuple[int, int]) -> Image.Image:
+    """A white image (read only by ``paste``)."""
+    return Image.new(mode, size, (255,) * Image.getmodebands(mode))
 
 
 @lru_cache(maxsize=64)
@@ -332,26 +405,24 @@ def characters(x: np.ndarray, max_words: int, max_letters: int, max_font_scale: 
     The reference draws with OpenCV's Hershey font at scale 0.14..max_font_scale; here PIL's
     default font at ``round(30 * scale)`` px (about the same letter height), a word stamped from
     cached letter cells (no kerning): word counts, lengths, places and colours follow the reference
-    exactly, the glyph pixels in distribution.
+    exactly, the glyph pixels in distribution. All draws come from one ``rng.random`` call.
     """
     h, w = x.shape[:2]
     out = x.copy()
-    n = int(rng.integers(1, max_words + 1))
-    letters = rng.integers(3, max_letters + 1, size=n)
-    scales = rng.integers(14, int(max_font_scale * 100) + 1, size=n)
-    codes = rng.integers(0, 26, size=int(letters.sum()))
+    words, letters_max = int(max_words), int(max_letters)
+    u = rng.random(1 + words * (7 + letters_max)).tolist()
     lo_x, lo_y = min(10, w - 1), min(10, h - 1)
-    pens = rng.integers(lo_x, np.maximum(w - 8 * letters, lo_x) + 1)
-    bases = rng.integers(lo_y, max(h - 10, lo_y) + 1, size=n)
-    rgb = rng.integers(0, 256, size=(n, 3)).astype(np.float32)
-    colours = rgb if x.ndim == 3 else rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    start = 0
-    for i in range(n):
-        cells, baseline = _glyph_cells(max(4, round(30 * int(scales[i]) / 100.0)))
-        word = codes[start : start + letters[i]]
-        start += int(letters[i])
-        alpha = np.hstack([cells[chr(97 + int(c))] for c in word])
-        _stamp(out, alpha, int(bases[i]) - baseline, int(pens[i]), colours[i])
+    for i in range(_randint(u[0], 1, words)):
+        d = u[1 + i * (7 + letters_max) : 1 + (i + 1) * (7 + letters_max)]
+        letters = _randint(d[0], 3, letters_max)
+        scale = _randint(d[1], 14, int(max_font_scale * 100))
+        pen = _randint(d[2], lo_x, max(w - 8 * letters, lo_x))
+        base = _randint(d[3], lo_y, max(h - 10, lo_y))
+        rgb = [float(int(c * 256)) for c in d[4:7]]
+        colour = rgb if x.ndim == 3 else 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+        cells, baseline = _glyph_cells(max(4, round(30 * scale / 100.0)))
+        alpha = np.concatenate([cells[chr(97 + int(c * 26))] for c in d[7 : 7 + letters]], axis=1)
+        _stamp(out, alpha, base - baseline, pen, np.asarray(colour, dtype=np.float32))
     return out
 
 

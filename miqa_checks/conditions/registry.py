@@ -8,14 +8,19 @@ and images it applies to, and which corruption properties it is meant for.
 Light at import (no numpy): plugin-time code reads ids and metadata; numpy and the kernels load
 on the first :func:`apply`.
 
-Randomness: every corruption draws from one ``numpy.random.Generator`` seeded with
-``sha256(image shape, dtype, pixel bytes, corruption id, severity, run seed)``, so a result
-depends on those inputs only, never on call order, batching or process.
+Randomness: every corruption draws from one ``numpy.random.Generator`` seeded by sha256 over the
+image (shape, dtype, every pixel byte), the corruption id, the severity and the run seed, so a
+result depends on those inputs only, never on call order, batching or process. Two schemes:
+``seeding="pixels"`` (the default, and the ``imagenet_c`` set's) hashes the pixels after the
+condition's header, once per call (:func:`rng_for`); ``seeding="digest"`` (the ``medical`` set)
+hashes the condition's header with the image's sha256 digest (:func:`image_digest`), which is
+computed once per read-only image object and shared by every corruption and severity of it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +40,9 @@ CORRUPTION_PROPERTIES: tuple[str, ...] = (
 )
 MIN_SIDE = 8
 _SEED_DOMAIN = b"miqa-checks/corruptions/v1\0"
+_DIGEST_DOMAIN = b"miqa-checks/corruptions/digest/v1\0"
+#: Seeding schemes (see the module docstring).
+SEEDINGS: tuple[str, ...] = ("pixels", "digest")
 #: Keys of a condition's parameters that identify it rather than parametrise ``fn``.
 _ID_KEYS = frozenset({"corruption", "severity", "params", "source", "version"})
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -60,6 +68,7 @@ class Corruption:
     properties: tuple[str, ...] = CORRUPTION_PROPERTIES
     why: str = ""
     version: str = ""
+    seeding: str = "pixels"
 
     def values(self, severity: int, params: str = "imagenet_c", modality: str | None = None) -> dict[str, Any]:
         """The keyword values ``fn`` gets for one severity (table row, or ``resolve``'s answer)."""
@@ -117,6 +126,8 @@ class Registry:
                 raise ValueError(f"{entry.id}: table column {name!r} is reserved ({', '.join(sorted(_ID_KEYS))})")
             if len(column) < len(sev):
                 raise ValueError(f"{entry.id}: table column {name!r} has {len(column)} values for {len(sev)} severities")
+        if entry.seeding not in SEEDINGS:
+            raise ValueError(f"{entry.id}: unknown seeding {entry.seeding!r}; known: {', '.join(SEEDINGS)}")
         unknown = set(entry.properties) - set(CORRUPTION_PROPERTIES)
         if unknown:
             raise ValueError(f"{entry.id}: unknown properties {sorted(unknown)}; known: {', '.join(CORRUPTION_PROPERTIES)}")
@@ -155,6 +166,7 @@ def corruption(
     why: str = "",
     version: str = "",
     resolve: Resolver | None = None,
+    seeding: str = "pixels",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(image, severity, rng, **table row)`` under ``id``; returns ``fn`` unchanged.
 
@@ -166,6 +178,7 @@ def corruption(
         REGISTRY.add(Corruption(
             id=id, fn=fn, severities=tuple(severities), set=set, table=dict(table or {}), source=source,
             resolve=resolve, applies_to=applies_to, properties=tuple(properties), why=why, version=version,
+            seeding=seeding,
         ))
         return fn
 
@@ -231,21 +244,76 @@ def rng_for(image: np.ndarray, name: str, severity: int, seed: int) -> np.random
     return np.random.Generator(np.random.PCG64(int.from_bytes(h.digest(), "little")))
 
 
+#: id(image) -> (weak reference to it, its digest), for read-only images only (see image_digest).
+_DIGESTS: dict[int, tuple[weakref.ref, bytes]] = {}
+_MAX_DIGESTS = 4096
+
+
+def _read_only(image: np.ndarray) -> bool:
+    """True when the array and every array it views are read-only and the memory is the arrays'
+    own or an immutable ``bytes`` object (e.g. ``np.asarray`` of a PIL image)."""
+    a: Any = image
+    while hasattr(a, "flags") and hasattr(a, "base"):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return a is None or isinstance(a, bytes)
+
+
+def image_digest(image: np.ndarray) -> bytes:
+    """sha256 over (shape, dtype, every pixel byte). Memoised per array object while the array is
+    alive and read-only (as the suite's images are): the digest of a writable array is recomputed
+    at every call, since its pixels may change between calls."""
+    import numpy as np
+
+    key = id(image)
+    hit = _DIGESTS.get(key)
+    if hit is not None and hit[0]() is image:
+        return hit[1]
+    h = hashlib.sha256(f"{image.shape}|{image.dtype.str}\0".encode())
+    h.update(np.ascontiguousarray(image).data)
+    digest = h.digest()
+    if _read_only(image):
+        if len(_DIGESTS) >= _MAX_DIGESTS:
+            _DIGESTS.clear()
+        _DIGESTS[key] = (weakref.ref(image, lambda ref, k=key: _forget(k, ref)), digest)
+    return digest
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    if _DIGESTS.get(key, (None,))[0] is ref:
+        del _DIGESTS[key]
+
+
+def rng_from_digest(digest: bytes, name: str, severity: int, seed: int) -> np.random.Generator:
+    """Generator seeded by sha256 over (corruption id, severity, run seed, the image's digest)."""
+    import numpy as np
+
+    h = hashlib.sha256(_DIGEST_DOMAIN)
+    h.update(f"{name}|{int(severity)}|{int(seed)}\0".encode())
+    h.update(digest)
+    return np.random.Generator(np.random.PCG64(int.from_bytes(h.digest(), "little")))
+
+
 class LazyRng:
     """The draw source a corruption gets: a ``numpy.random.Generator`` (every Generator method works
-    on it), seeded by :func:`rng_for` on first use, so a corruption that draws nothing never hashes
-    the image. ``.generator`` is the Generator itself (for libraries that need the real type)."""
+    on it), seeded on first use (:func:`rng_for`, or :func:`rng_from_digest` for ``seeding="digest"``),
+    so a corruption that draws nothing never hashes the image. ``.generator`` is the Generator
+    itself (for libraries that need the real type)."""
 
-    __slots__ = ("_args", "_gen")
+    __slots__ = ("_args", "_gen", "_digest")
 
-    def __init__(self, image: np.ndarray, name: str, severity: int, seed: int) -> None:
+    def __init__(self, image: np.ndarray, name: str, severity: int, seed: int, digest: bool = False) -> None:
         self._args = (image, name, severity, seed)
         self._gen: np.random.Generator | None = None
+        self._digest = digest
 
     @property
     def generator(self) -> np.random.Generator:
         if self._gen is None:
-            self._gen = rng_for(*self._args)
+            image, name, severity, seed = self._args
+            self._gen = (rng_from_digest(image_digest(image), name, severity, seed) if self._digest
+                         else rng_for(image, name, severity, seed))
         return self._gen
 
     def __getattr__(self, name: str) -> Any:
@@ -262,7 +330,7 @@ def _apply_checked(image: np.ndarray, entry: Corruption, severity: int, values: 
 
     if not entry.applies(image, None):
         raise ValueError(f"{entry.id} does not apply to this image (shape {image.shape}): {NOT_APPLICABLE}")
-    out = entry.fn(image, int(severity), LazyRng(image, entry.id, severity, seed), **values)
+    out = entry.fn(image, int(severity), LazyRng(image, entry.id, severity, seed, entry.seeding == "digest"), **values)
     if not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
         got = f"{type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}"
         raise ValueError(f"corruption {entry.id} returned {got}, expected uint8 of shape {image.shape}")
