@@ -24,7 +24,7 @@ Pure Python; ``cells`` are :class:`miqa_checks.matrix.Cell` (anything with ``mod
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Mapping, Protocol
+from typing import AbstractSet, Hashable, Iterable, Mapping, Protocol
 
 
 class _CellLike(Protocol):
@@ -51,34 +51,37 @@ PROPERTY_SHARES: Mapping[str, float] = {
 DETERMINISTIC = frozenset({"repeatability"})
 
 
-def family_weights(cells: Iterable[_CellLike]) -> dict[Hashable, float]:
+def family_weights(cells: Iterable[_CellLike], *, shares: Mapping[str, float] = PROPERTY_SHARES,
+                   deterministic: AbstractSet[str] = DETERMINISTIC) -> dict[Hashable, float]:
     """Weight w_c of every statistical cell (its share of its model's alpha); sums to 1 per model.
 
-    Deterministic cells get weight 0. Raises KeyError for a property with no share.
+    ``shares`` / ``deterministic``: per property (the run passes every registered property's, user
+    ones included). Deterministic cells get weight 0. Raises KeyError for a property with no share.
     """
     cells = list(cells)
     datasets: dict[str, set[str]] = {}
     props: dict[tuple[str, str], dict[str, int]] = {}
     for c in cells:
-        if c.property in DETERMINISTIC:
+        if c.property in deterministic:
             continue
-        if c.property not in PROPERTY_SHARES:
-            raise KeyError(f"property {c.property!r} has no alpha share in families.PROPERTY_SHARES")
+        if c.property not in shares:
+            raise KeyError(f"property {c.property!r} has no alpha share (families.PROPERTY_SHARES or its declared share)")
         datasets.setdefault(c.model, set()).add(c.dataset)
         count = props.setdefault((c.model, c.dataset), {})
         count[c.property] = count.get(c.property, 0) + 1
     weights: dict[Hashable, float] = {}
     for c in cells:
-        if c.property in DETERMINISTIC:
+        if c.property in deterministic:
             weights[c] = 0.0
             continue
         count = props[(c.model, c.dataset)]
-        total = sum(PROPERTY_SHARES[p] for p in count)
-        weights[c] = PROPERTY_SHARES[c.property] / total / count[c.property] / len(datasets[c.model])
+        total = sum(shares[p] for p in count)
+        weights[c] = shares[c.property] / total / count[c.property] / len(datasets[c.model])
     return weights
 
 
-def effective_family_sizes(cells: Iterable[_CellLike]) -> dict[Hashable, float]:
+def effective_family_sizes(cells: Iterable[_CellLike], **tables: object) -> dict[Hashable, float]:
     """Per cell ``1 / w_c`` = ``alpha / alpha_c``: what the property functions take as
-    ``family_size`` (a Bonferroni factor). Deterministic cells get 1.0 (they do not use it)."""
-    return {c: (1.0 / w if w > 0 else 1.0) for c, w in family_weights(cells).items()}
+    ``family_size`` (a Bonferroni factor). Deterministic cells get 1.0 (they do not use it).
+    ``tables``: ``shares`` / ``deterministic`` as for :func:`family_weights`."""
+    return {c: (1.0 / w if w > 0 else 1.0) for c, w in family_weights(cells, **tables).items()}  # type: ignore[arg-type]

@@ -1,29 +1,24 @@
-"""The pytest plugin: options, parametrisation of the audit suite, and reports.
+"""The pytest plugin: options, parametrisation of ``@audit`` tests, fixtures, report hooks.
 
 Loaded through the ``pytest11`` entry point. Importing it imports nothing heavy (no numpy, torch
-or transformers): collection of tens of thousands of cells stays fast. The engine, the judges and
-the statistics load inside session fixtures, only when an audit test runs.
+or transformers), and a run without an audit test does nothing beyond registering the options:
+settings, data sources and model specs are resolved when the first audit test is collected
+(:mod:`miqa_checks.session`); the engine, the judges and the statistics load inside fixtures,
+only when an audit test runs.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-import uuid
-from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .config import Settings, resolve_settings
 from .errors import MiqaUsageError
-from .families import effective_family_sizes
-from .matrix import BASELINE_PROPERTIES, PROPERTIES, Cell, plan_cells
+from .properties import Cell
+from .session import STATE, MiqaState
 
-STATE = pytest.StashKey["MiqaState"]()
 ROW = pytest.StashKey[dict]()
+CHECK = pytest.StashKey[Any]()
 _OPTIONS = {
     # cli flag: (dest key, argparse kwargs, help)
     "--miqa-model": ("model", {"action": "append", "metavar": "SPEC"}, "model to audit (repeatable): HF id, local folder, tiny-<arch>, openai:<url>#<model>, sim-robust, sim-paper, sim:<knobs>; NAME=SPEC sets its label in test ids"),
@@ -58,134 +53,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     correct_setup(early_config, args, [flag for flag, (_, kwargs, _) in _OPTIONS.items() if kwargs.get("action") != "store_const"])
 
 
-class MiqaState:
-    """Per-process state: settings, the planned matrix, and (controller side) collected results."""
-
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        self.config = config
-        self.settings = settings
-        self.run_id = getattr(config, "workerinput", {}).get("miqa_run_id") or uuid.uuid4().hex
-        self.started = time.time()
-        self._cells: list[Cell] | None = None
-        self.cell_rows: dict[str, dict[str, Any]] = {}
-        self.displacements: list[dict[str, Any]] = []
-        self.cases: list[Any] = []
-        self.engine = None
-        self.gate_lines: list[str] = []  # failed requests per model, undecided cells (set at finish)
-        self._previous_sigterm: Any = None
-
-    @property
-    def cells(self) -> list[Cell]:
-        """The full matrix (independent of -k and -n)."""
-        if self._cells is None:
-            from .data import resolve_source
-
-            datasets: dict[str, str] = {}
-            for spec in self.settings.data:
-                for name, modality in resolve_source(spec).dataset_names():
-                    datasets.setdefault(name, modality)
-            self._cells = plan_cells(
-                self.settings.models, datasets.items(), with_baseline=self.settings.baseline is not None,
-                corruption_sets=self.settings["corruption_sets"], mapping=self.settings["corruption_mapping"],
-            )
-        return self._cells
-
-    @cached_property
-    def family_sizes(self) -> dict[Cell, float]:
-        """Cells per model in the full matrix: each model's Bonferroni family."""
-        return effective_family_sizes(self.cells)
-
-    @cached_property
-    def baseline_scores(self) -> dict[tuple[str, str, str, str], float] | None:
-        """``--miqa-baseline`` scores by (dataset, image_id, condition, prompt_id); None without one."""
-        if self.settings.baseline is None:
-            return None
-        from .report import read_baseline_scores
-
-        return read_baseline_scores(self.settings.baseline)
-
-    # -- hooks: this object is registered as a plugin, so the hooks see the state as ``self``
-    def pytest_sessionstart(self) -> None:
-        """SIGTERM (CI cancellation, ``timeout``) ends the run like Ctrl-C: stored batches kept,
-        partial reports marked interrupted."""
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
-
-    def pytest_unconfigure(self) -> None:
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.is_worker:
-            from .runtime import record_case
-
-            record_case(self, report)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from .runtime import finish_session
-
-        gate_failure = finish_session(self, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
-        if gate_failure and exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not self.cell_rows:
-            return
-        from .report import format_terminal_summary
-
-        terminalreporter.section("miqa-checks summary")
-        from .judges.spec import label_lines
-
-        for line in label_lines(self.settings.models):  # e.g. "model sim:pixelation=-13 -> label sim-1a2b3c4d"
-            terminalreporter.write_line(line)
-        width = max(100, terminalreporter._tw.fullwidth)
-        for line in format_terminal_summary(list(self.cell_rows.values()), width=width, notes=self.gate_lines):
-            terminalreporter.write_line(line)
-        terminalreporter.write_line(f"reports written to {self.settings.report_dir}/")
-
-    @property
-    def is_worker(self) -> bool:
-        return hasattr(self.config, "workerinput")
-
-    @property
-    def parts_dir(self) -> Path:
-        return self.settings.report_dir / ".parts" / self.run_id
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _cli_values(config: pytest.Config) -> dict[str, Any]:
-    values = {dest: config.getoption(f"miqa_{dest}") for dest, _, _ in _OPTIONS.values()}
-    values.pop("config")
-    return values
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the run state; resolve nothing yet (see :mod:`miqa_checks.session`)."""
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped cleanly without one")
-    config_file = config.getoption("miqa_config")
-    try:
-        settings = resolve_settings(
-            _cli_values(config),
-            pyproject=config.rootpath / "pyproject.toml",
-            config_file=Path(config_file) if config_file else None,
-        )
-        from .data import resolve_source
-
-        for spec in settings.data:
-            resolve_source(spec)
-        from .judges import validate_specs
-
-        validate_specs(settings.models)  # each spec's form, and one label per model
-        state = MiqaState(config, settings)
-        state.baseline_scores  # noqa: B018 - read now: a bad baseline file stops the run before any model loads
-    except MiqaUsageError as exc:
-        raise pytest.UsageError(f"miqa: {exc}") from None
+    state = MiqaState(config, {dest: config.getoption(f"miqa_{dest}") for dest, _, _ in _OPTIONS.values()})
     config.stash[STATE] = state
     config.pluginmanager.register(state, "miqa-state")
+    if _is_xdist_controller(config):
+        state.setup()  # the controller collects nothing: check the options before the workers start
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") not in ("no", None)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -195,22 +75,33 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "miqa_cell" not in metafunc.fixturenames:
+    """One test per cell of an ``@audit`` test's property (its planned cells, the same in every process)."""
+    prop = getattr(metafunc.function, "miqa_property", None)
+    if prop is None:
         return
-    prop = metafunc.definition.originalname.removeprefix("test_")
-    if prop not in PROPERTIES:
-        raise pytest.UsageError(f"miqa: {metafunc.definition.nodeid}: no audit property named {prop!r}; known: {', '.join(PROPERTIES)}")
-    state = metafunc.config.stash[STATE]
-    cells = [c for c in state.cells if c.property == prop]
-    if not cells and prop in BASELINE_PROPERTIES:
+    if "miqa" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"miqa: {metafunc.definition.nodeid}: an @audit test takes the 'miqa' fixture (the cell's data)")
+    state: MiqaState = metafunc.config.stash[STATE]
+    try:
+        cells = state.use(prop.name)
+    except pytest.UsageError:  # raised again after collection (exit 4), not as a collection error
+        metafunc.parametrize("miqa_cell", [pytest.param(None, marks=pytest.mark.skip(reason="usage error"))], ids=["usage-error"])
+        return
+    if not cells and prop.needs_baseline and state.settings.baseline is None:
         skip = pytest.mark.skip(reason="upgrade-gate test: needs --miqa-baseline <scores.csv of an earlier run>")
         metafunc.parametrize("miqa_cell", [pytest.param(None, marks=skip)], ids=["no-baseline"])
         return
     metafunc.parametrize("miqa_cell", cells, ids=[c.param_id for c in cells])
 
 
+@pytest.fixture
+def miqa_cell() -> Cell:
+    """The cell of an ``@audit`` test (parametrised by the plugin)."""
+    raise pytest.UsageError("miqa: the miqa fixtures need an @audit test (see docs/EXTENDING.md)")
+
+
 @pytest.fixture(scope="session")
-def miqa_settings(pytestconfig: pytest.Config) -> Settings:
+def miqa_settings(pytestconfig: pytest.Config):
     """The validated settings of this run."""
     return pytestconfig.stash[STATE].settings
 
@@ -222,7 +113,7 @@ def miqa_engine(request: pytest.FixtureRequest):
     from .runtime import build_engine
 
     selected = [item.callspec.params["miqa_cell"] for item in request.session.items if _cell_of(item) is not None]
-    engine = build_engine(state, request.config)
+    engine = build_engine(state)
     state.engine = engine
     capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
@@ -235,21 +126,59 @@ def miqa_engine(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def miqa_check(request: pytest.FixtureRequest, miqa_engine):
-    """Call with the cell: evaluates it, records the row and JUnit properties, sets the outcome."""
-    from .runtime import check_cell
+def miqa(request: pytest.FixtureRequest, miqa_cell: Cell, miqa_engine):
+    """The cell's data and assertion helpers (:class:`~miqa_checks.properties.check.CellCheck`):
+    ``scores(request)``, ``tolerance``, ``assert_change_within(cond, ref, pct=...)``, ... The one
+    ``assert_*`` call records the matrix row, the JUnit properties and the outcome."""
+    from .runtime import cell_check
 
     state: MiqaState = request.config.stash[STATE]
-
-    def check(cell: Cell) -> None:
-        check_cell(request.node, cell, miqa_engine, state, ROW)
-
+    check = cell_check(request.node, miqa_cell, miqa_engine, state, ROW,
+                       override=getattr(request.function, "miqa_tolerance", None))
+    request.node.stash[CHECK] = check
     return check
+
+
+@pytest.fixture
+def miqa_judge(miqa):
+    """The judge of the cell's model (loaded once per process)."""
+    return miqa.judge()
+
+
+@pytest.fixture
+def miqa_images(miqa):
+    """The cell's images (:class:`~miqa_checks.records.ImageRecord`, in the order of its scores)."""
+    return miqa.images()
 
 
 def _cell_of(item: pytest.Item) -> Cell | None:
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("miqa_cell") if callspec is not None else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """An audit test that returns without deciding its cell is an error (it asserted nothing)."""
+    result = yield
+    check = pyfuncitem.stash.get(CHECK, None)
+    if check is not None and check.outcome is None:
+        from .runtime import undecided
+
+        undecided(check)
+    return result
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every process writes its part; the controller merges them and writes the reports."""
+    state: MiqaState = session.config.stash[STATE]
+    if not state.has_results:
+        return  # not an audit run: nothing to write, nothing heavy to import
+    from .runtime import finish_session
+
+    gate_failure = finish_session(state, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    if gate_failure and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(wrapper=True)
@@ -259,5 +188,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.miqa_row = item.stash[ROW]["row"]
         report.miqa_displacements = item.stash[ROW]["displacements"]
     return report
-
-

@@ -1,7 +1,8 @@
-"""What the plugin does at run time: build the engine, judge a cell, collect reports, write them.
+"""What the plugin does at run time: build the engine, give a test its cell's data, report its
+decision, merge the processes' parts and write the reports.
 
-Kept apart from ``plugin.py`` so that loading the plugin stays light; this module is imported
-only once an audit test runs or a session with audit results finishes.
+Kept apart from ``plugin.py`` and ``session.py`` so that loading the plugin stays light; this
+module is imported only once an audit test runs or a session with audit results finishes.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .cache import ResultStore
-from .engine import Engine
 from .config import Settings
+from .engine import Engine
 from .errors import JudgeError
-from .evaluate import CellOutcome, error_verdict, evaluate_cell, not_applicable_verdict
+from .junit import write_junit
+from .matrix import model_label
+from .properties import REGISTRY, Cell
+from .properties.check import CellCheck, CellOutcome, error_verdict, not_applicable_verdict
+from .properties.verdicts import Verdict
 from .stats import ERROR, FAIL, INCONCLUSIVE, NOT_APPLICABLE
-from .junit import CaseRecord, write_junit
-from .matrix import Cell, model_label
 from .report import gate_lines, interval_label, junit_properties, write_reports
 from .report_markdown import render_markdown
 from .published import COLUMNS as PUBLISHED_COLUMNS
@@ -34,7 +37,7 @@ from .published import published_table
 from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, write_csv
 
 if TYPE_CHECKING:
-    from .plugin import MiqaState
+    from .session import MiqaState
 
 VERSIONED_PACKAGES = ("miqa-checks", "torch", "torchvision", "transformers", "numpy", "scipy", "pytest", "pytest-xdist", "pydicom")
 
@@ -46,14 +49,14 @@ def _worker() -> tuple[str, int, int]:
     return name, int(name[2:]) if name.startswith("gw") else 0, count
 
 
-def build_engine(state: "MiqaState", config: pytest.Config) -> Engine:
+def build_engine(state: "MiqaState") -> Engine:
     """An engine on the shared result store (a throw-away store under --miqa-no-cache)."""
     name, index, count = _worker()
     folder = state.settings.cache_dir or (state.parts_dir / "store")
     return Engine(state.settings, store=ResultStore(folder, state.run_id), worker=name, worker_index=index, worker_count=count)
 
 
-def _message(cell: Cell, row: dict[str, Any]) -> str:
+def _message(row: dict[str, Any]) -> str:
     def num(x: Any) -> str:
         return "nan" if x is None or x != x else f"{x:.4g}"
 
@@ -73,41 +76,62 @@ def _gives_embeddings(engine: Engine, cell: Cell) -> bool:
         return True
 
 
-def check_cell(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", key: Any) -> None:
-    """Evaluate ``cell``, attach its matrix row and JUnit properties to the test, set the outcome."""
-    if engine.identity(cell.model) is None:
+def cell_check(node: pytest.Item, cell: Cell, engine: Engine, state: "MiqaState", key: Any, *,
+               override: Any = None) -> CellCheck:
+    """The ``miqa`` fixture: the cell's data from the engine; its one decision attaches the matrix
+    row and JUnit properties to the test and sets the outcome."""
+    settings = state.settings
+
+    def model_loaded() -> Verdict | None:
+        if engine.identity(cell.model) is not None:
+            return None
         reasons = [e["reason"] for e in engine.errors if e["stage"] == "judge" and e["model"] == cell.label]
-        outcome = CellOutcome(error_verdict(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}"))
-    elif any(spec.embed for spec in cell.requests()) and not _gives_embeddings(engine, cell):
-        outcome = CellOutcome(not_applicable_verdict(
+        return error_verdict(f"model {cell.label} could not be loaded: {reasons[0] if reasons else 'unknown reason'}")
+
+    def embeddings_served() -> Verdict | None:
+        if not any(spec.embed for spec in cell.requests()) or _gives_embeddings(engine, cell):
+            return None
+        return not_applicable_verdict(
             f"model {cell.label} gives no embeddings (a served model without an embeddings endpoint "
             "that takes images): this property needs them"
-        ))
-    else:
-        outcome = evaluate_cell(
-            cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), state.settings.thresholds,
-            family_size=state.family_sizes[cell], seed=state.settings.seed, baseline=state.baseline_scores,
-            groups=engine.groups(cell.dataset),
         )
+
+    prop = REGISTRY[cell.property]
+    return CellCheck(
+        cell, engine.image_ids(cell.dataset), engine.lookup_for(cell), settings.thresholds,
+        family_size=state.family_size(cell), seed=settings.seed, baseline=state.baseline_scores,
+        tolerance=prop.tolerance_for(settings.thresholds, cell, override), groups=engine.groups(cell.dataset),
+        on_decide=lambda outcome: report_outcome(node, cell, outcome, settings, key),
+        prechecks=(model_loaded, embeddings_served), context={"engine": engine},
+    )
+
+
+def report_outcome(node: pytest.Item, cell: Cell, outcome: CellOutcome, settings: Settings, key: Any) -> None:
+    """Attach the cell's matrix row and JUnit properties to the test; fail or skip it as its verdict says."""
     v = outcome.verdict
     row = {
-        **cell.row(),
+        **cell.row(), "test_id": node.name,
         "n": v.n, "clean_mean": v.ref_mean, "cond_mean": v.cond_mean, "delta_pct": v.statistic,
         "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value, "threshold": v.threshold,
         "verdict": v.outcome, "reason": scrub(v.reason), "n_needed": v.n_needed, "n_dropped": v.n_dropped,
-        "n_images": v.n_images or v.n, "ci_level": 1 - 2 * state.settings["alpha"],
+        "n_images": v.n_images or v.n, "ci_level": 1 - 2 * settings["alpha"],
     }
     node.stash[key] = {"row": row, "displacements": outcome.displacements}
     node.user_properties.extend(junit_properties(row))
-    message = _message(cell, row)
+    message = _message(row)
     if v.outcome in (FAIL, ERROR):
         pytest.fail(message, pytrace=False)
     if v.outcome == NOT_APPLICABLE:
         pytest.skip(f"not applicable: {row['reason']}")
     if v.outcome == INCONCLUSIVE:
-        if state.settings["inconclusive"] == "fail":
+        if settings["inconclusive"] == "fail":
             pytest.fail(f"inconclusive, and the inconclusive policy is 'fail': {message}", pytrace=False)
         pytest.skip(message)
+
+
+def undecided(check: CellCheck) -> None:
+    """An audit test returned without an ``assert_*`` call: its cell is an error."""
+    check.decide(error_verdict(f"{check.cell.property}: the test made no decision (it must call one miqa.assert_* helper)"))
 
 
 def inconclusive_gate(settings: Settings, cells: list[dict[str, Any]]) -> str | None:
@@ -120,29 +144,6 @@ def inconclusive_gate(settings: Settings, cells: list[dict[str, Any]]) -> str | 
     if share <= limit:
         return None
     return f"{share:.1%} of the cells are inconclusive, above the policy's {limit:.1%} (inconclusive = {policy!r})"
-
-
-def record_case(state: "MiqaState", report: pytest.TestReport) -> None:
-    """Controller side: keep each finished test for junit.xml and each cell row for matrix.csv."""
-    if hasattr(report, "miqa_row"):
-        state.cell_rows[report.nodeid] = report.miqa_row
-        state.displacements += report.miqa_displacements
-    failed_outside_call = report.when != "call" and report.outcome == "failed"
-    if not (report.when == "call" or failed_outside_call or (report.when == "setup" and report.skipped)):
-        return
-    in_error = failed_outside_call or (report.failed and getattr(report, "miqa_row", {}).get("verdict") == ERROR)
-    outcome = "error" if in_error else report.outcome
-    if report.skipped and isinstance(report.longrepr, tuple):
-        message = str(report.longrepr[2])
-    else:
-        message = report.longreprtext.strip().splitlines()[-1] if report.longreprtext.strip() else ""
-    state.cases.append(
-        CaseRecord(
-            nodeid=report.nodeid, outcome=outcome, duration=report.duration, message=message,
-            details=report.longreprtext if outcome in ("failed", "error") else "",
-            properties=list(report.user_properties),
-        )
-    )
 
 
 def _versions() -> dict[str, str]:

@@ -1,6 +1,12 @@
 """Wording of the instruction."""
 
+from miqa_checks import CLEAN, audit, each, request
+from miqa_checks.prompts import PARAPHRASES
 
-def test_paraphrase_invariance(miqa_cell, miqa_check):
-    """The same instruction in other words gives the same score within the tolerance."""
-    miqa_check(miqa_cell)
+
+@audit(cells=each(variant=PARAPHRASES), requests=[CLEAN, request(prompt="{variant}")],
+       tolerance="paraphrase_tolerance_pct")
+def test_paraphrase_invariance(miqa):
+    """The same instruction in other words gives the same score within +-10 %."""
+    base, reworded = miqa.requests
+    miqa.assert_change_within(reworded, base, pct=miqa.tolerance)

@@ -31,8 +31,8 @@ from typing import Mapping
 
 import numpy as np
 
-from . import stats
-from .stats import ERROR, FAIL, INCONCLUSIVE, PASS
+from .. import stats
+from ..stats import ERROR, FAIL, INCONCLUSIVE, PASS
 
 nan = math.nan
 
