@@ -266,3 +266,23 @@ def test_false_fail_rate_at_band_edge():
         c = 1.1 * r + rng.normal(0, 0.3, 30)  # delta = +10 % = the tolerance
         fails += P.relative_change(r, c, tol_pct=10, seed=i, resamples=200).outcome == "fail"
     assert fails / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+
+
+def test_output_validity_weighs_requests_by_how_they_cluster():
+    """36 requests per image: failures spread over the requests count almost as 36 trials per image
+    (design effect ~1); the same rate in whole images that fail every request counts once per image."""
+    images, per_image = 64, 36
+    groups = np.repeat(np.arange(images), per_image)
+    rng = np.random.default_rng(3)
+    spread = rng.random(images * per_image) >= 0.10  # 10 % of requests fail, independently
+    v = P.output_validity(spread, np.where(spread, 3.0, np.nan), max_parse_failure_rate=0.05,
+                          max_out_of_range_rate=0.0, family_size=150, groups=groups)
+    assert v.outcome == "fail" and v.n == images, v.reason
+    whole = ~np.isin(groups, np.arange(6))  # 6 of 64 images fail all their requests (9.4 %)
+    v = P.output_validity(whole, np.where(whole, 3.0, np.nan), max_parse_failure_rate=0.05,
+                          max_out_of_range_rate=0.0, family_size=150, groups=groups)
+    assert v.outcome == "inconclusive" and v.n_needed > images, v.reason
+    few = np.ones(3 * per_image, bool)  # 3 images, every answer parsed: not a pass on 3 images
+    v = P.output_validity(few, np.full(few.size, 3.0), max_parse_failure_rate=0.05, max_out_of_range_rate=0.0,
+                          groups=np.repeat(np.arange(3), per_image))
+    assert v.outcome == "inconclusive"

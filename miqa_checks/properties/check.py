@@ -64,8 +64,9 @@ def lost_images(cell: Cell, image_ids: Sequence[str], lookup: Lookup) -> Counter
     loss: the condition does not apply to that image)."""
     count_parse = REGISTRY[cell.property].parse_failures_are_losses
     stages: Counter[str] = Counter()
+    specs = cell.requests()
     for image_id in image_ids:
-        for spec in cell.requests():
+        for spec in specs:
             result = lookup(spec, image_id)
             stage = "missing" if result is None else result.loss_stage(count_parse=count_parse)
             if stage is not None:

@@ -452,13 +452,24 @@ def _rate_part(k: float, n: int, limit: float, alpha: float, fam: float, min_ima
     return stats.Decision(outcome, p, lower, upper, need)
 
 
-def _unit_events(events: np.ndarray, codes: np.ndarray) -> tuple[float, int]:
-    """Per-request events (m,) bool in units (m,) -> (sum over units of each unit's event share, units)."""
+def _unit_events(events: np.ndarray, codes: np.ndarray) -> tuple[float, float, int]:
+    """Per-request events (m,) bool in units (m,) -> (k, n_eff, units): the events and trials of
+    an effective binomial sample. Its size is the number of requests divided by the design
+    effect (the variance of the rate estimated over units, against the binomial variance of the
+    requests), kept between the number of units (every unit's requests fail or pass together)
+    and the number of requests (failures independent of the image); the number of units when the
+    rate is 0 or 1, where the units cannot show how their requests cluster."""
     if events.size == 0:
-        return 0.0, 0
+        return 0.0, 0.0, 0
     _, inv = np.unique(codes, return_inverse=True)
-    per_unit = np.bincount(inv, weights=events.astype(float)) / np.bincount(inv)
-    return float(per_unit.sum()), int(per_unit.size)
+    shares = np.bincount(inv, weights=events.astype(float)) / np.bincount(inv)
+    units, requests, rate = int(shares.size), int(events.size), float(shares.mean())
+    n_eff = float(units)
+    if units >= 2 and 0.0 < rate < 1.0:
+        v_units = float(shares.var(ddof=1)) / units
+        v_requests = rate * (1.0 - rate) / requests
+        n_eff = float(requests) if v_units <= 0 else min(float(requests), max(float(units), requests * v_requests / v_units))
+    return rate * n_eff, n_eff, units
 
 
 def output_validity(parse_ok, scores, *, max_parse_failure_rate: float, max_out_of_range_rate: float,
@@ -487,17 +498,21 @@ def output_validity(parse_ok, scores, *, max_parse_failure_rate: float, max_out_
     m = int(ok.size)
     codes = stats.group_codes(groups, m)
     parsed = ok & np.isfinite(s)
-    k_pf, n = _unit_events(~parsed, codes)
+    k_pf, n_pf, n = _unit_events(~parsed, codes)
     oor = (s < 1.0) | (s > 5.0)
-    k_oor, n_p = _unit_events(oor[parsed], codes[parsed])
+    k_oor, n_p, _ = _unit_events(oor[parsed], codes[parsed])
     m_pf, m_p, m_oor = int(m - parsed.sum()), int(parsed.sum()), int(oor[parsed].sum())
     lpf, loor = float(max_parse_failure_rate), float(max_out_of_range_rate)
     threshold = f"parse failures <= {lpf * 100:g}%, out-of-range <= {loor * 100:g}%"
     fam = family_size * 2
-    d_pf = _rate_part(k_pf, n, lpf, alpha, fam, min_images)
+    d_pf = _rate_part(k_pf, n_pf, lpf, alpha, fam, min_images)
     d_oor = _rate_part(k_oor, n_p, loor, alpha, fam, min_images)
     outcome, p, n_needed = stats.combine([d_pf, d_oor])
-    rate = 100.0 * k_pf / n if n else nan
+    if n_needed is not None and n_pf > n:  # effective trials -> units, at the same design effect
+        n_needed = math.ceil(n_needed * n / n_pf)
+    if outcome == PASS and n < min_images:  # a pass needs min_images units, however many requests
+        outcome, n_needed = INCONCLUSIVE, max(2, min_images)
+    rate = 100.0 * k_pf / n_pf if n_pf else nan
     unit = "requests" if n == m else "images (or groups)"
     txt = f"{m_pf}/{m} unparsed ({rate:.1f}% per {unit[:-1]}), {m_oor}/{m_p} out of range, over {n} {unit}"
     if outcome == PASS:
