@@ -263,7 +263,8 @@ def _read_only(image: np.ndarray) -> bool:
 def image_digest(image: np.ndarray) -> bytes:
     """sha256 over (shape, dtype, every pixel byte). Memoised per array object while the array is
     alive and read-only (as the suite's images are): the digest of a writable array is recomputed
-    at every call, since its pixels may change between calls."""
+    at every call, since its pixels may change between calls. (Numpy lets the owner of a read-only
+    array make it writable again; such an array must not be changed after its digest was taken.)"""
     import numpy as np
 
     key = id(image)
