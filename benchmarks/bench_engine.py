@@ -61,7 +61,7 @@ def _cpu_s() -> float:
 
 def timed_prepare(model: str, *, batch_size: int, max_images: int | None, prep: str | None) -> dict[str, Any]:
     """One cold engine run over the full matrix: wall seconds, requests inferred, batches, mode."""
-    from miqa_checks.cache import ResultStore
+    from miqa_checks.engine.store import ResultStore
     from miqa_checks.config import resolve_settings
     from miqa_checks.data import resolve_source
     from miqa_checks.engine import Engine
@@ -93,7 +93,7 @@ def timed_prepare(model: str, *, batch_size: int, max_images: int | None, prep: 
 
 def plan_size(model: str, batch_size: int, max_images: int | None = None) -> tuple[int, int]:
     """(requests, batches) of the full matrix of the samples for ``model`` (nothing computed)."""
-    from miqa_checks.cache import ResultStore
+    from miqa_checks.engine.store import ResultStore
     from miqa_checks.config import resolve_settings
     from miqa_checks.data import resolve_source
     from miqa_checks.engine import Engine

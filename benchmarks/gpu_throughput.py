@@ -374,7 +374,7 @@ def measure_pipeline(name: str, *, smoke: bool, device: str, dtype: Any, batch: 
 
     import torch
 
-    from miqa_checks.cache import ResultStore
+    from miqa_checks.engine.store import ResultStore
     from miqa_checks.config import resolve_settings
     from miqa_checks.data import resolve_source
     from miqa_checks.engine import Engine

@@ -367,7 +367,7 @@ def read_baseline_scores(path: str | os.PathLike) -> dict[tuple[str, str, str, s
         raise MiqaUsageError(
             f"--miqa-baseline {Path(path).name}: must hold the scores of one model, found {len(models)}: {', '.join(models)}"
         )
-    from .cache import answer_gives
+    from .engine.store import answer_gives
 
     for number, r in enumerate(rows, start=1):
         score = r["score"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .cache import ResultStore
+from .engine.store import ResultStore
 from .config import Settings
 from .engine import Engine
 from .errors import JudgeError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from miqa_checks.cache import ResultStore
+from miqa_checks.engine.store import ResultStore
 from miqa_checks.config import resolve_settings
 from miqa_checks.engine import Engine, pipeline, prepare
 from miqa_checks.matrix import plan_cells

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from miqa_checks.engine import workers
-from miqa_checks.cache import ResultStore
+from miqa_checks.engine.store import ResultStore
 from miqa_checks.config import resolve_settings
 from miqa_checks.engine import Engine
 from miqa_checks.matrix import plan_cells

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from miqa_checks.cache import ResultStore
+from miqa_checks.engine.store import ResultStore
 from miqa_checks.config import resolve_settings
 from miqa_checks.engine import Engine, pipeline
 from miqa_checks.matrix import plan_cells

@@ -15,7 +15,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from miqa_checks.cache import ResultStore  # noqa: E402
+from miqa_checks.engine.store import ResultStore  # noqa: E402
 from miqa_checks.config import resolve_settings  # noqa: E402
 from miqa_checks.engine import Engine  # noqa: E402
 from miqa_checks.matrix import plan_cells  # noqa: E402

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from audit_runner import REPO, run_audit
-from miqa_checks.cache import ResultStore, StoreWarning
+from miqa_checks.engine.store import ResultStore, StoreWarning
 from miqa_checks.records import TEXT_CAP, ScoreResult
 
 N = 400
@@ -213,7 +213,7 @@ _OPEN_AND_PUT = textwrap.dedent(
     """
     import sys, warnings
     from pathlib import Path
-    from miqa_checks.cache import ResultStore
+    from miqa_checks.engine.store import ResultStore
     from miqa_checks.records import ScoreResult
     warnings.simplefilter("ignore")
     store = ResultStore(Path(sys.argv[1]), "run-c")

@@ -1,6 +1,7 @@
 """The engine package: plan (cells -> keyed requests -> batches), workers (xdist sharing,
 heartbeats), pipeline (preparation pool -> judge -> store), prepare (condition images and judge
-inputs), keys (store keys), images / models (data and judges of the run), rows (report rows).
+inputs), store (the SQLite result store), keys (store keys), images / models (data and judges of
+the run), rows (report rows).
 :class:`Engine` composes them and is what the plugin uses.
 
 Names load on first use, so that a preparation process, which imports ``engine.prepare`` only,
@@ -13,7 +14,7 @@ from typing import Any
 
 _EXPORTS = {
     "Engine": "core", "image_hash": "keys", "MAX_BATCH_IMAGE_BYTES": "plan", "WorkItem": "plan",
-    "HEARTBEAT_EVERY_S": "workers", "STALE_AFTER_S": "workers",
+    "HEARTBEAT_EVERY_S": "workers", "STALE_AFTER_S": "workers", "ResultStore": "store",
 }
 
 __all__ = sorted(_EXPORTS)

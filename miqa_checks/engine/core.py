@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from ..cache import ResultStore
+from .store import ResultStore
 from ..config import Settings
 from ..errors import JudgeError
 from ..matrix import CLEAN, Cell, RequestSpec

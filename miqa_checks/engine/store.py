@@ -2,7 +2,7 @@
 
 Each finished batch is committed in one transaction, so a run killed at any point keeps every
 batch that finished and loses only the one in flight. The primary key is the request's cache key
-(``engine.request_key``), so a result is never stored twice. Failed requests (``error`` set) are
+(``engine.keys.request_key``), so a result is never stored twice. Failed requests (``error`` set) are
 kept for the run that made them and retried by later runs.
 
 Damage never stops a run. At open (once per process and file, under a lock file so that workers
@@ -31,8 +31,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .prompts import parse_rating
-from .records import ScoreResult, is_cut
+from ..prompts import parse_rating
+from ..records import ScoreResult, is_cut
 
 try:
     import fcntl

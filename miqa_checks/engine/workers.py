@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..cache import ResultStore
+from .store import ResultStore
 
 #: A worker whose heartbeat is older than this is presumed dead; its keys are computed by others.
 STALE_AFTER_S = 60.0
