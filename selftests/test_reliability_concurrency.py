@@ -12,7 +12,9 @@ import pytest
 from audit_runner import run_audit
 from campaign import start_audit, store_state
 
-ARGS = ("--miqa-model", "sim-paper", "--miqa-max-images", "6", "--miqa-batch-size", "16")
+#: The paper profile: the protocol's seven corruptions only, so every stored row is a request the
+#: judge answered (the medical set's not-applicable conditions, stored but never inferred, stay out).
+ARGS = ("--miqa-model", "sim-paper", "--miqa-profile", "paper", "--miqa-max-images", "6", "--miqa-batch-size", "16")
 
 
 @pytest.fixture(scope="module")

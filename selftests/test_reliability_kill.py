@@ -17,7 +17,9 @@ from audit_runner import run_audit
 from campaign import kill_trial, store_state
 
 #: Many small batches (about 1700 requests, batch 16) so that a kill lands mid-computation.
-ARGS = ("--miqa-model", "sim-paper", "--miqa-max-images", "6", "--miqa-batch-size", "16")
+#: The paper profile: the protocol's seven corruptions only, so every stored row is a request the
+#: judge answered (the medical set's not-applicable conditions, stored but never inferred, stay out).
+ARGS = ("--miqa-model", "sim-paper", "--miqa-profile", "paper", "--miqa-max-images", "6", "--miqa-batch-size", "16")
 MAX_DELAY_S = 2.5  # the computation takes about 2 s on one core
 TRIALS = 5
 
