@@ -46,7 +46,8 @@ def measure(repeats: int, workers: int, device_s: float) -> tuple[str, int, list
             for name, flags in (("one", []), ("parallel", ["-n", str(workers)])):
                 limit = 1800.0 if name == "one" else max(180.0, 5 * pair["one"]["wall_s"])
                 res = timed_pytest([*audit, *flags, "--miqa-cache", str(tmp / f"cache-{name}"),
-                                    "--miqa-report-dir", str(tmp / f"reports-{name}")], timeout=limit)
+                                    "--miqa-report-dir", str(tmp / f"reports-{name}")], timeout=limit,
+                                   probe=tmp / f"probe-{name}")
                 check_ran(res, f"audit ({name})")
                 pair[name] = res
             pairs.append(pair)
@@ -59,11 +60,15 @@ def rows_from(model: str, batches: int, pairs: Sequence[dict[str, Any]], workers
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     one = [p["one"]["wall_s"] for p in pairs]
     par = [p["parallel"]["wall_s"] for p in pairs]
+    calls = [sum(x["sim_calls"] for x in p["one"]["probe"]) for p in pairs]
+    device = [sum(x["sim_score_s"] for x in p["one"]["probe"]) for p in pairs]
+    per_worker = [sorted(round(x["sim_score_s"]) for x in p["parallel"]["probe"] if x["worker"] != "main") for p in pairs]
     return [make_row(
         "xdist", f"device-bound judge: -n {workers} vs one process", baseline="one process", candidate=f"-n {workers}",
         baseline_s=one, candidate_s=par, values=[o / p for o, p in zip(one, par)], goal_op=">=", goal_value=GOAL_RATIO,
-        note=f"{model}, {batches} batches of {BATCH}: {device_s:.0f} s on the device in one process; cold store each; "
-        f"cpu_count {os.cpu_count()}, load average after the runs {load:.1f}")]
+        note=f"{model}, batch {BATCH}: {calls[0]} batches scored, {min(device):.0f}-{max(device):.0f} s in the judge in one "
+        f"process (L from a plan of {batches} batches aiming at {device_s:.0f} s), per -n worker {per_worker}; cold store "
+        f"each; cpu_count {os.cpu_count()}, load average after the runs {load:.1f}")]
 
 
 def run(repeats: int = 3, workers: int = 2, device_s: float = 80.0) -> list[dict]:

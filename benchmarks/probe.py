@@ -18,7 +18,9 @@ Parts of an audit run, for the warm floor's breakdown (seconds since the probe l
 - ``engine_s``: ``Engine.prepare`` (plan, keys, store look-ups, computing what is missing), of which
   ``data_s`` loading the images (``Images.datasets``);
 - ``finish_s``: writing the reports (``runtime.finish_session``), of which ``plots_s`` the plots;
-- ``session_s``: until the session ended.
+- ``session_s``: until the session ended;
+- ``sim_calls`` / ``sim_score_s``: batches a simulated judge scored, and the time inside its
+  ``score`` (with ``latency_ms``, the stand-in device time).
 
 Benchmark-only: not an entry point, never loaded by a normal run.
 """
@@ -34,7 +36,7 @@ from pathlib import Path
 
 STATS: dict[str, float] = {
     "model_s": 0.0, "processor_s": 0.0, "load_s": 0.0, "score_s": 0.0, "model_loads": 0, "model_calls": 0,
-    "engine_s": 0.0, "data_s": 0.0, "finish_s": 0.0, "plots_s": 0.0,
+    "engine_s": 0.0, "data_s": 0.0, "finish_s": 0.0, "plots_s": 0.0, "sim_calls": 0, "sim_score_s": 0.0,
 }
 INFO: dict[str, object] = {}
 _T0 = time.perf_counter()
@@ -85,11 +87,13 @@ def _install() -> None:
 def _install_parts() -> None:
     from miqa_checks import report_plots, runtime
     from miqa_checks.engine import core, images
+    from miqa_checks.judges.simulated import SimulatedJudge
 
     _timer(core.Engine, "prepare", "engine_s")
     _timer(images.Images, "datasets", "data_s")
     _timer_function(runtime, "finish_session", "finish_s")
     _timer_function(report_plots, "make_plots", "plots_s")
+    _timer(SimulatedJudge, "score", "sim_score_s", "sim_calls")  # batches a simulated judge scored
 
 
 def _timer_function(module, name: str, key: str) -> None:
