@@ -125,11 +125,13 @@ class MiqaState:
 
     def family_size(self, cell: Cell) -> float:
         """The cell's weighted-Bonferroni factor ``alpha / alpha_cell`` within its model's family:
-        the cells of every collected audit test, user properties included (:mod:`miqa_checks.families`)."""
+        the cells of every registered property (the built-in ones always, a user's once its test
+        or module is imported), whichever tests were collected or selected, so that running one
+        file, ``-k`` or ``-n`` never changes a verdict (:mod:`miqa_checks.families`)."""
         if self._family is None:
             from .families import effective_family_sizes
 
-            self._family = effective_family_sizes(self.cells, shares=alpha_shares(),
+            self._family = effective_family_sizes(self._plan(list(REGISTRY.names())), shares=alpha_shares(),
                                                   deterministic={p.name for p in REGISTRY if p.deterministic})
         return self._family[cell]
 

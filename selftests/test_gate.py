@@ -215,3 +215,19 @@ def test_a_served_model_without_embeddings_skips_the_embedding_cells(tmp_path, e
         assert "gives no embeddings" in row["reason"] and "1 skipped" in run.output
     (model,) = run.run_info["models"]
     assert model["embeddings"] == ("none" if embeddings == "absent" else "endpoint")
+
+
+def test_one_test_file_gives_the_verdicts_of_the_full_run(tmp_path):
+    """The alpha family holds every registered property, not only the collected tests' (running one
+    file would otherwise spend the whole alpha on fewer cells and pass or fail differently)."""
+    import subprocess
+
+    from audit_runner import REPO, AuditRun, audit_command, audit_env
+
+    args = ("--miqa-model=sim-paper", "-k", "samples_mr and institution", PER_IMAGE)
+    full = run_audit(tmp_path, *args, report="full", cache="c")
+    command = [a if a != str(REPO / "tests") else str(REPO / "tests" / "test_audit_metadata.py")
+               for a in audit_command(tmp_path, *args, report="one", cache="c")]
+    subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=audit_env())
+    one = AuditRun(0, "", tmp_path / "one")
+    assert full.matrix and one.matrix == full.matrix
