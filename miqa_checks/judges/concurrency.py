@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
+#: the limit is multiplied by this when the server says it is overloaded
+OVERLOAD_CUT = 0.5
 #: latency this many times the best seen counts as rising (queueing at the server)
 LATENCY_RISE = 3.0
 #: no second cut sooner than this after a cut (seconds), nor sooner than the best latency
@@ -52,7 +54,7 @@ class AdaptiveLimit:
             self.in_flight -= 1
             now = time.monotonic()
             if overloaded:
-                self._cut(now, 0.5)
+                self._cut(now, OVERLOAD_CUT)
             elif latency_s is not None:
                 if self._best is None or latency_s < self._best:
                     self._best = latency_s
