@@ -59,24 +59,31 @@ def _cpu_s() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timed_prepare(model: str, *, batch_size: int, max_images: int | None, prep: str | None) -> dict[str, Any]:
-    """One cold engine run over the full matrix: wall seconds, requests inferred, batches, mode."""
-    from miqa_checks.engine.store import ResultStore
+def _engine(model: str, folder: Path, *, batch_size: int, max_images: int | None) -> tuple[Any, list[Any], str]:
+    """A cold engine on a store in ``folder`` and the full matrix of the samples, planned as a
+    run plans it (the profile's corruption sets); also the first dataset's id."""
     from miqa_checks.config import resolve_settings
     from miqa_checks.data import resolve_source
     from miqa_checks.engine import Engine
+    from miqa_checks.engine.store import ResultStore
     from miqa_checks.matrix import plan_cells
 
+    cli: dict[str, Any] = {"model": [model], "cache": str(folder), "batch_size": batch_size}
+    if max_images:
+        cli["max_images"] = max_images
+    settings = resolve_settings(cli)
+    datasets = [pair for spec in settings.data for pair in resolve_source(spec).dataset_names()]
+    cells = plan_cells(settings.models, datasets, with_baseline=False,
+                       corruption_sets=settings["corruption_sets"], mapping=settings["corruption_mapping"])
+    return Engine(settings, store=ResultStore(folder, "bench"), progress=False), cells, datasets[0][0]
+
+
+def timed_prepare(model: str, *, batch_size: int, max_images: int | None, prep: str | None) -> dict[str, Any]:
+    """One cold engine run over the full matrix: wall seconds, requests inferred, batches, mode."""
     folder = tempdir("engine")
     try:
-        cli: dict[str, Any] = {"model": [model], "cache": str(folder), "batch_size": batch_size}
-        if max_images:
-            cli["max_images"] = max_images
-        settings = resolve_settings(cli)
-        datasets = [pair for spec in settings.data for pair in resolve_source(spec).dataset_names()]
-        cells = plan_cells(settings.models, datasets, with_baseline=False)
-        engine = Engine(settings, store=ResultStore(folder, "bench"), progress=False)
-        engine.image_ids(datasets[0][0])  # data loading is not the harness's per-request cost
+        engine, cells, first = _engine(model, folder, batch_size=batch_size, max_images=max_images)
+        engine.image_ids(first)  # data loading is not the harness's per-request cost
         with _env(prep):
             cpu0 = _cpu_s()
             start = time.perf_counter()
@@ -93,21 +100,10 @@ def timed_prepare(model: str, *, batch_size: int, max_images: int | None, prep: 
 
 def plan_size(model: str, batch_size: int, max_images: int | None = None) -> tuple[int, int]:
     """(requests, batches) of the full matrix of the samples for ``model`` (nothing computed)."""
-    from miqa_checks.engine.store import ResultStore
-    from miqa_checks.config import resolve_settings
-    from miqa_checks.data import resolve_source
-    from miqa_checks.engine import Engine
-    from miqa_checks.matrix import plan_cells
-
     folder = tempdir("plan")
     try:
-        cli: dict[str, Any] = {"model": [model], "cache": str(folder), "batch_size": batch_size}
-        if max_images:
-            cli["max_images"] = max_images
-        settings = resolve_settings(cli)
-        datasets = [pair for spec in settings.data for pair in resolve_source(spec).dataset_names()]
-        engine = Engine(settings, store=ResultStore(folder, "plan"), progress=False)
-        items = engine.plan(plan_cells(settings.models, datasets, with_baseline=False))
+        engine, cells, _ = _engine(model, folder, batch_size=batch_size, max_images=max_images)
+        items = engine.plan(cells)
         batches = len(engine._plan_batches(items))
         engine.close()
         return len(items), batches
