@@ -144,3 +144,29 @@ def test_default_samples_run_detects_the_stated_sizes(samples_harness, defect, r
     record_property("detection_by_dataset", rates)
     print(f"samples, {defect}: detection by dataset {rates} (n = {sizes})")
     assert all(rate >= 0.9 for d, rate in rates.items() if sizes[d] >= 10), rates
+
+
+@pytest.fixture(scope="module")
+def medical_harness() -> Harness:
+    """The MediMeta-C-like harness (64 images per dataset) with the default profile's enlarged
+    matrix: the seven ImageNet-C corruptions plus the medical set by modality."""
+    return Harness(n_images=64, thresholds=DEFAULT)
+
+
+def test_planted_medical_defect_is_caught_by_its_cells_only(medical_harness, record_property):
+    """sim:speckle_noise=-20: every mild-severity speckle cell fails in >= 90 % of runs, nothing
+    outside speckle fails in more than 5 %; the robust judge fails nothing over the same matrix."""
+    seeds = range(20)
+    failed, runs, outcomes = failure_rates(medical_harness, "sim:speckle_noise=-20", seeds)
+    speckled = sorted({c.split("[")[1].split("-")[0] for c in outcomes[0] if "-speckle_noise-" in c})
+    targeted = [f"corruption_stability[{d}-speckle_noise-1]" for d in speckled]
+    detection = {cell: failed[cell] / runs for cell in targeted}
+    stray = {cell: n / runs for cell, n in failed.items() if "-speckle_noise" not in cell}
+    robust_failed, _, robust = failure_rates(medical_harness, "sim-robust", seeds)
+    print(f"medical matrix ({len(outcomes[0])} cells): speckle detection {detection}; stray {stray or 'none'}; "
+          f"robust runs with a failing cell {sum(any(v == 'fail' for v in r.values()) for r in robust)}/{runs}")
+    record_property("cells", len(outcomes[0]))
+    assert speckled and len(outcomes[0]) > 700
+    assert all(rate >= 0.9 for rate in detection.values()), detection
+    assert all(rate <= 0.05 for rate in stray.values()), stray
+    assert sum(any(v == "fail" for v in r.values()) for r in robust) <= 0.05 * runs, robust_failed.most_common(5)
