@@ -153,9 +153,11 @@ class Preparer:
         if pool is None:
             return
         self._stop.set()
+        # ProcessPoolExecutor's processes, read before shutdown() forgets them (it sets _processes to
+        # None); Python >= 3.14 has kill_workers()
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        processes = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's; Python >= 3.14: kill_workers()
-        for process in list(processes.values()):
+        for process in processes:
             process.kill()
 
     def close(self) -> None:
