@@ -104,9 +104,10 @@ class Harness:
                 plain = RequestSpec(spec.condition, spec.prompt_id, spec.repeat)
                 specs[plain] = specs.get(plain, False) or spec.embed
         self.requests: list[ScoreRequest] = []
-        self.index: dict[tuple[str, str, RequestSpec], int] = {}
+        #: (dataset, image id, condition, prompt id, repeat) -> position in ``requests``
+        self.index: dict[tuple[str, str, str, str, int], int] = {}
         #: conditions that do not apply to an image (e.g. saturate on grey): the engine's failed result
-        self.inapplicable: dict[tuple[str, str, RequestSpec], ScoreResult] = {}
+        self.inapplicable: dict[tuple[str, str, str, str, int], ScoreResult] = {}
         for image in self.images:
             for spec, embed in specs.items():
                 pixels = image.pixels
@@ -118,15 +119,17 @@ class Harness:
                         failed = ScoreResult.failed(self.thresholds["scoring"], f"{CONDITION_FAILED}{spec.condition}: {exc}")
                         if failed.loss_stage() != "not_applicable":
                             raise
-                        self.inapplicable[(image.dataset, image.image_id, spec)] = failed
+                        self.inapplicable[(image.dataset, image.image_id, spec.condition, spec.prompt_id, spec.repeat)] = failed
                         continue
-                self.index[(image.dataset, image.image_id, spec)] = len(self.requests)
+                self.index[(image.dataset, image.image_id, spec.condition, spec.prompt_id, spec.repeat)] = len(self.requests)
                 self.requests.append(
                     ScoreRequest(
                         image=pixels,
                         prompt=build_prompt(image.modality, spec.prompt_id),
                         meta=RequestMeta(image.dataset, image.modality, image.image_id, spec.condition, spec.prompt_id, spec.repeat),
                         embed=embed,
+                        # made once, as the engine's preparation pool makes it once per request
+                        judge_input=SimulatedJudge.prepare_input(pixels),
                     )
                 )
 
@@ -139,7 +142,7 @@ class Harness:
         outcomes = {}
         for cell in cells:
             def lookup(rs: RequestSpec, image_id: str, cell: Cell = cell):
-                key = (cell.dataset, image_id, RequestSpec(rs.condition, rs.prompt_id, rs.repeat))
+                key = (cell.dataset, image_id, rs.condition, rs.prompt_id, rs.repeat)
                 i = self.index.get(key)
                 return self.inapplicable.get(key) if i is None else results[i]
 
