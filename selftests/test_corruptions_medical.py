@@ -227,3 +227,26 @@ def test_fast_paths_are_exact() -> None:
     out = K.bubble(x, 12, 15, np.random.default_rng(3)).astype(np.uint32)
     blends = [((v := x.astype(np.uint32) * (255 - a) + 255 * a + 128) >> 8) + v >> 8 for a in (100, 130)]
     assert ((out == x) | (out == blends[0]) | (out == blends[1])).all() and (out != x).any()
+
+
+def test_shot_noise_table_is_poissons_inverse_cdf_without_importing_scipy_stats() -> None:
+    """The shot-noise table is scipy.stats.poisson's inverse CDF bit for bit, and making it does not
+    import ``scipy.stats`` (~0.6 s of a preparation thread's time, which the judge waited for)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from miqa_checks import conditions as C; "
+            "C.apply(np.full((32, 32), 99, np.uint8), 'shot_noise', 3, modality='CT', params='medmnist_c'); "
+            "print('scipy.stats' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"]
+    from scipy.stats import poisson
+
+    from miqa_checks.conditions import medical_kernels as K
+
+    for rate in (1.0, 60.0, 2000.0):
+        q = (np.arange(K._U12) + 0.5) / K._U12
+        kmax = int(rate + 12 * math.sqrt(rate) + 30)
+        ks = np.arange(kmax + 1)
+        levels = (np.clip(ks / rate, 0, 1) * 255).astype(np.uint8)
+        reference = [levels[np.minimum(np.searchsorted(poisson.cdf(ks, v * (rate / 255.0)), q), kmax)] for v in range(256)]
+        assert np.array_equal(K._shot_table(rate), np.concatenate(reference))

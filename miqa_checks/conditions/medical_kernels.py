@@ -160,17 +160,20 @@ def speckle_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.n
 
 @lru_cache(maxsize=16)
 def _shot_table(rate: float) -> np.ndarray:
-    """uint8 table (256 levels x 4096 quantiles): ``trunc(clip(Poisson(x/255 * rate) / rate, 0, 1) * 255)``."""
-    from scipy.stats import poisson
+    """uint8 table (256 levels x 4096 quantiles): ``trunc(clip(Poisson(x/255 * rate) / rate, 0, 1) * 255)``.
+
+    The Poisson CDFs of all 256 levels come from one ``scipy.special.pdtr`` call (what
+    ``scipy.stats.poisson.cdf`` computes, bit for bit, without importing ``scipy.stats``: ~0.6 s)."""
+    from scipy.special import pdtr
 
     q = (np.arange(_U12) + 0.5) / _U12
     kmax = int(rate + 12 * math.sqrt(rate) + 30)
-    ks = np.arange(kmax + 1)
+    ks = np.arange(kmax + 1, dtype=np.float64)
     levels = (np.clip(ks / rate, 0, 1) * 255).astype(np.uint8)
+    cdf = np.clip(pdtr(ks[None, :], np.arange(256)[:, None] * (rate / 255.0)), 0, 1)  # (256, kmax + 1)
     table = np.empty((256, _U12), dtype=np.uint8)
     for v in range(256):
-        cdf = poisson.cdf(ks, v * (rate / 255.0))
-        table[v] = levels[np.minimum(np.searchsorted(cdf, q), kmax)]  # smallest k with CDF(k) >= q
+        table[v] = levels[np.minimum(np.searchsorted(cdf[v], q), kmax)]  # smallest k with CDF(k) >= q
     return table.ravel()
 
 
