@@ -15,8 +15,9 @@ Authorization header, or offers an ``/embeddings`` endpoint that does or does no
 ``capacity``:   when > 0, a chat request arriving while that many are in service gets 429 (an
                 overloaded server), for the client's adaptive concurrency.
 
-Records every request (:attr:`StubServer.seen`) and, for trickled answers, whether the client hung
-up before the last byte (:attr:`StubServer.hung_up`). Only ever binds 127.0.0.1.
+Records every request (:attr:`StubServer.seen`), the connections it accepted
+(:attr:`StubServer.connections`) and, for trickled answers, whether the client hung up before the
+last byte (:attr:`StubServer.hung_up`). Only ever binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class StubServer:
     in_service: int = 0
     peak_in_service: int = 0
     refused: int = 0
+    connections: int = 0  # TCP connections accepted
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Authorization)
     hung_up: list[bool] = field(default_factory=list)
     trickling: int = 0  # trickled answers begun
@@ -78,6 +80,11 @@ class StubServer:
         with self._ended:
             return self._ended.wait_for(lambda: self.trickling >= n, timeout_s)
 
+    def wait_in_service(self, n: int, timeout_s: float = 120.0) -> bool:
+        """Wait (bounded) until ``n`` chat requests are in service at once."""
+        with self._ended:
+            return self._ended.wait_for(lambda: self.in_service >= n, timeout_s)
+
     def trickles_ended(self, n: int, timeout_s: float = 120.0) -> list[bool]:
         """Wait (bounded) until ``n`` trickled answers ended; ``hung_up`` for each, in order."""
         with self._ended:
@@ -97,6 +104,11 @@ class StubServer:
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with stub._lock:
+                    stub.connections += 1
 
             def do_GET(self) -> None:
                 stub._record(self, "GET")
@@ -122,10 +134,10 @@ class StubServer:
                     return stub._json(self, 429, {"error": {"message": "overloaded"}})
                 try:
                     stub._stop.wait(stub.service_s)
-                    return stub._json(self, 200, payload)
                 finally:
-                    with stub._lock:
+                    with stub._ended:  # the slot is free once the answer is made, before it is sent
                         stub.in_service -= 1
+                return stub._json(self, 200, payload)
 
         return Handler
 
@@ -136,6 +148,7 @@ class StubServer:
                 return False
             self.in_service += 1
             self.peak_in_service = max(self.peak_in_service, self.in_service)
+            self._ended.notify_all()
             return True
 
     def _record(self, h: BaseHTTPRequestHandler, method: str) -> None:

@@ -40,9 +40,11 @@ Environment:
 ==========================  =========  ==================================================
 
 Time: each HTTP attempt has a whole-request deadline of ``MIQA_OPENAI_TIMEOUT`` (not per read:
-a server that trickles one byte a second is cut off there). Connections are not kept alive, so
-every attempt owns its socket; at the deadline, or on :meth:`OpenAIJudge.cancel` (any thread,
-e.g. a SIGTERM handler), the socket is shut down and the waiting thread returns at once.
+a server that trickles one byte a second is cut off there), kept by one deadline thread for all
+attempts (``judges.http_transport``). Connections are kept alive, one request at a time each; at
+the deadline, or on :meth:`OpenAIJudge.cancel` (any thread, e.g. a SIGTERM handler), the
+attempt's socket is shut down, the waiting thread returns at once and that connection is
+discarded, never reused.
 
 Embeddings: the chat API gives no hidden states. On first need the judge asks once whether
 ``POST {base_url}/embeddings`` embeds images for the same model (two small different images in
@@ -60,12 +62,12 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
+import json
 import logging
 import math
 import os
 import random
 import re
-import socket
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -76,6 +78,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from ..errors import JudgeError, MiqaUsageError
 from ..prompts import parse_rating
 from ..records import ScoreRequest, ScoreResult
+from . import http_transport as http
 from .concurrency import AdaptiveLimit
 from .base import SCORING_METHODS, Judge, JudgeCancelled, JudgeSettings
 from .spec import OPENAI_FORM, ModelSpec, parse_model_spec
@@ -116,45 +119,6 @@ def parse_spec(spec: str) -> ModelSpec:
     if parsed.kind != "openai" or parsed.name is not None:
         raise MiqaUsageError(f"not an OpenAI-compatible judge spec: {parsed.safe!r}; expected {SPEC_FORM}")
     return parsed
-
-
-class _Attempt:
-    """One HTTP attempt whose sockets a deadline timer or :meth:`OpenAIJudge.cancel` can shut down.
-
-    ``trace`` is the httpcore trace hook: it records each socket the attempt opens.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._streams: list[Any] = []
-        self.aborted: str | None = None  # "deadline" or "cancelled"
-
-    def trace(self, event: str, info: dict) -> None:
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            stream = info.get("return_value")
-            with self._lock:
-                self._streams.append(stream)
-                aborted = self.aborted
-            if aborted:
-                _shut(stream)
-
-    def abort(self, why: str) -> None:
-        with self._lock:
-            if self.aborted is None:
-                self.aborted = why
-            streams = list(self._streams)
-        for stream in streams:
-            _shut(stream)
-
-
-def _shut(stream: Any) -> None:
-    """Shut a network stream's socket down: a thread blocked reading it returns at once."""
-    try:
-        sock = stream.get_extra_info("socket")
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError, ValueError):
-        pass
 
 
 def encode_image_png(image: Any) -> str:
@@ -264,10 +228,6 @@ def _vector(data: Any) -> Any:
     return vector
 
 
-class _DeadlinePassed(Exception):
-    """An HTTP attempt ran past its whole-request deadline and was cut off."""
-
-
 class _Failure(Exception):
     """A request that failed for good (after retries, or not retryable); message is the reason."""
 
@@ -292,15 +252,14 @@ class OpenAIJudge(Judge):
         key = os.environ.get("MIQA_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
         self.__key = key.strip()
         self.__secrets = self._url_secrets(self._spec.base_url)
-        # requests go to the URL without userinfo (httpx logs request URLs); userinfo becomes basic auth
+        # requests go to the URL without userinfo; userinfo becomes basic auth
         parts = urlsplit(self._spec.base_url)
         self._url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
         self.__userinfo = parts.netloc.rpartition("@")[0]
         self._cancelled = threading.Event()
-        self._open: set[_Attempt] = set()
         self._embed_source: str | None = None
         self._embed_lock = threading.Lock()
-        self._client: Any = None
+        self._transport: http.Transport | None = None
         self._lock = threading.Lock()
         self._ready = False
         self._server_model_id: str | None = None
@@ -339,67 +298,39 @@ class OpenAIJudge(Judge):
         return re.sub(r"(?i)\b(bearer|basic)(\s+)\S+", r"\1\2***", text)
 
     # ------------------------------------------------------------------ plumbing
-    def _get_client(self) -> Any:
+    def _get_transport(self) -> http.Transport:
         with self._lock:
-            if self._client is None:
-                import httpx
-
+            if self._transport is None:
                 headers = {"Accept": "application/json"}
-                if self.__key:
+                if self.__userinfo:  # basic auth wins over a key, as it did with httpx
+                    user, _, password = self.__userinfo.partition(":")
+                    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+                    headers["Authorization"] = f"Basic {token}"
+                elif self.__key:
                     headers["Authorization"] = f"Bearer {self.__key}"
-                user, _, password = self.__userinfo.partition(":")
-                self._client = httpx.Client(
-                    headers=headers,
-                    auth=httpx.BasicAuth(unquote(user), unquote(password)) if self.__userinfo else None,
-                    timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
-                    # no keep-alive: each attempt opens (and owns) its socket, which its deadline can shut
-                    limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=0),
-                    follow_redirects=False,
-                )
-            return self._client
+                self._transport = http.Transport(self._url, headers)
+                if self._cancelled.is_set():  # cancel() ran before there was a transport to stop
+                    self._transport.cancel()
+            return self._transport
 
-    def _send(self, method: str, path: str, body: dict | None, *, deadline_s: float, connect_s: float | None = None) -> Any:
-        """One HTTP attempt, read whole within ``deadline_s`` seconds: the httpx response, body read.
+    def _send(self, method: str, path: str, body: bytes | None, *, deadline_s: float,
+              connect_s: float | None = None) -> http.Response:
+        """One HTTP attempt, read whole within ``deadline_s`` seconds: the response.
 
-        Raises httpx errors, :class:`_DeadlinePassed` when the deadline cut it off, and
-        JudgeCancelled after :meth:`cancel`.
+        Raises :class:`http.TransportError`, :class:`http.DeadlinePassed` when the deadline cut it
+        off, and JudgeCancelled after :meth:`cancel`.
         """
-        import httpx
-
-        client = self._get_client()
-        attempt = _Attempt()
-        with self._lock:
-            self._open.add(attempt)
-        if self._cancelled.is_set():  # checked after joining _open: cancel() sees it there or we see the flag
-            attempt.abort("cancelled")
-        timer = threading.Timer(deadline_s, attempt.abort, args=("deadline",))
-        timer.daemon = True
-        timer.start()
+        transport = self._get_transport()
         try:
-            if attempt.aborted == "cancelled":
-                raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
-            timeout = httpx.Timeout(deadline_s, connect=connect_s if connect_s is not None else min(deadline_s, 10.0))
-            with client.stream(method, f"{self._url}/{path}", json=body, timeout=timeout,
-                               extensions={"trace": attempt.trace}) as response:
-                response.read()
-                return response
-        except httpx.HTTPError:
-            if attempt.aborted == "cancelled":
-                raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled") from None
-            if attempt.aborted == "deadline":
-                raise _DeadlinePassed() from None
-            raise
-        finally:
-            timer.cancel()
-            with self._lock:
-                self._open.discard(attempt)
+            return transport.request(method, path, body, deadline_s=deadline_s,
+                                     connect_s=connect_s if connect_s is not None else min(deadline_s, 10.0))
+        except http.Cancelled:
+            raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled") from None
 
     def _ensure_ready(self) -> None:
         """Probe ``GET {base_url}/models`` once: unreachable -> JudgeError naming the server."""
         if self._ready:
             return
-        import httpx
-
         last: Exception | None = None
         response = None
         for attempt in range(_PROBE_TRIES):
@@ -407,11 +338,11 @@ class OpenAIJudge(Judge):
                 response = self._send("GET", "models", None, deadline_s=min(self.timeout_s, 10.0),
                                       connect_s=min(self.timeout_s, _PROBE_CONNECT_S))
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except http.ConnectError as exc:
                 last = exc
                 if attempt + 1 < _PROBE_TRIES and self._cancelled.wait(0.3):
                     raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled") from None
-            except (httpx.HTTPError, _DeadlinePassed) as exc:  # reachable but odd (slow, protocol error): go on
+            except (http.TransportError, http.DeadlinePassed) as exc:  # reachable but odd (slow, protocol error): go on
                 logger.warning("probe of %s failed (%s); going on", self._spec.display_url, self._scrub(repr(exc)))
                 last = None
                 break
@@ -474,19 +405,18 @@ class OpenAIJudge(Judge):
     def _request_json(self, path: str, body: dict, extract: Callable[[Any], T], attempts: int | None = None) -> T:
         """POST ``path`` with retries; ``extract`` reads the JSON answer (raising ValueError, KeyError,
         IndexError or TypeError when it is malformed, which is retried). Raises _Failure for good."""
-        import httpx
-
         attempts = attempts or self.max_attempts
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         reason = "no attempt"
         for attempt in range(1, attempts + 1):
             retry_after = None
             with self._lock:
                 self._n_requests += 1
             try:
-                response = self._limited_send(path, body)
-            except (httpx.TimeoutException, _DeadlinePassed):
+                response = self._limited_send(path, data)
+            except http.DeadlinePassed:
                 reason = f"timeout ({self.timeout_s:g} s)"
-            except httpx.TransportError as exc:
+            except http.TransportError as exc:
                 reason = f"connection error ({type(exc).__name__})"
             else:
                 status = response.status_code
@@ -498,7 +428,7 @@ class OpenAIJudge(Judge):
                 elif status == 429 or status >= 500:
                     reason = f"HTTP {status}"
                     if status == 429:
-                        retry_after = self._retry_after(response.headers.get("Retry-After"))
+                        retry_after = self._retry_after(response.headers.get("retry-after"))
                 else:
                     detail = response.text[:200].replace("\n", " ")
                     raise _Failure(self._scrub(f"HTTP {status} (not retried): {detail}"))
@@ -514,7 +444,7 @@ class OpenAIJudge(Judge):
                     raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
         raise _Failure(self._scrub(f"{reason} after {attempts} attempts"))
 
-    def _limited_send(self, path: str, body: dict) -> Any:
+    def _limited_send(self, path: str, body: bytes) -> http.Response:
         """POST within the adaptive concurrency limit; tells the limit how the server coped."""
         if not self._limit.acquire(self._cancelled):
             raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
@@ -694,9 +624,9 @@ class OpenAIJudge(Judge):
         raise JudgeCancelled (pending items of a batch are not sent)."""
         self._cancelled.set()
         with self._lock:
-            attempts = list(self._open)
-        for attempt in attempts:
-            attempt.abort("cancelled")
+            transport = self._transport
+        if transport is not None:
+            transport.cancel()
 
     def identity(self) -> str:
         self._ensure_ready()
@@ -740,6 +670,6 @@ class OpenAIJudge(Judge):
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()

@@ -1,0 +1,88 @@
+"""The served judge's HTTP mechanics at scale, counted (never timed) against the scripted server.
+
+- connections are kept alive: N requests at concurrency c open at most c connections;
+- one deadline thread serves every attempt in flight (was: a timer thread per attempt).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from miqa_checks.judges import JudgeSettings, load_judge
+from miqa_checks.records import RequestMeta, ScoreRequest
+from selftests.stub_openai import StubServer
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch):
+    for var in ("MIQA_OPENAI_API_KEY", "OPENAI_API_KEY", "MIQA_OPENAI_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _requests(n: int) -> list[ScoreRequest]:
+    return [ScoreRequest(image=np.full((16, 16), i % 256, dtype=np.uint8), prompt="Rate 1 to 5 as x/5.",
+                         meta=RequestMeta("d", "CT", f"img{i}")) for i in range(n)]
+
+
+def _judge(stub: StubServer):
+    return load_judge(f"openai:{stub.base_url()}#{stub.model}", JudgeSettings(method="generate"))
+
+
+def test_connections_are_kept_alive(monkeypatch):
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "4")
+    stub = StubServer(service_s=0.01).start()
+    judge = _judge(stub)
+    try:
+        results = judge.score(_requests(40))
+    finally:
+        judge.close()
+        stub.stop()
+    assert all(r.error is None and r.score == 3.0 for r in results)
+    assert len(stub.paths()) == 41  # the probe and 40 answers
+    assert stub.connections <= 4, stub.connections  # was one per request
+
+
+def test_one_deadline_thread_serves_every_attempt_in_flight(monkeypatch):
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "8")
+    stub = StubServer(service_s=0.5).start()
+    judge = _judge(stub)
+    judge.identity()  # probe first: its attempt is over before the burst
+    before = set(threading.enumerate())
+    outcome: list = []
+    scorer = threading.Thread(target=lambda: outcome.append(judge.score(_requests(8))), daemon=True)
+    try:
+        scorer.start()
+        assert stub.wait_in_service(8)  # the burst: eight attempts in flight at once
+        during = [t for t in threading.enumerate() if t not in before and t is not scorer
+                  and not t.name.startswith("miqa-openai") and "process_request_thread" not in t.name]
+        scorer.join(120)  # a liveness bound, not a speed threshold
+    finally:
+        judge.close()
+        stub.stop()
+    assert len(outcome) == 1 and all(r.error is None for r in outcome[0])
+    assert len(during) <= 1, [t.name for t in during]  # at most the deadline thread (if not yet started)
+
+
+def test_the_deadline_thread_runs_due_callbacks_and_skips_removed_ones():
+    from miqa_checks.judges.http_transport import Watchdog
+
+    watchdog = Watchdog()
+    fired: list[str] = []
+    done = threading.Event()
+    now = time.monotonic()
+    watchdog.add(now, lambda: fired.append("due"))
+    removed = watchdog.add(now + 1.0, lambda: fired.append("removed"))  # removed long before it is due
+    watchdog.remove(removed)
+    watchdog.add(now + 1e6, lambda: fired.append("not yet"))
+    watchdog.add(now + 2.0, done.set)  # after the removed one's time
+    assert done.wait(60)
+    assert fired == ["due"]
