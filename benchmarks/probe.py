@@ -16,7 +16,7 @@ Parts of an audit run, for the warm floor's breakdown (seconds since the probe l
 - ``configure_s``: interpreter, pytest and plugin start-up until ``pytest_configure``;
 - ``collection_done_s``: ... until collection finished;
 - ``engine_s``: ``Engine.prepare`` (plan, keys, store look-ups, computing what is missing), of which
-  ``data_s`` loading the images (``Images.datasets``);
+  ``data_s`` choosing the images (``Images.load``: decoding those the image index lacks);
 - ``finish_s``: writing the reports (``runtime.finish_session``), of which ``plots_s`` the plots;
 - ``session_s``: until the session ended;
 - ``sim_calls`` / ``sim_score_s``: batches a simulated judge scored, and the time inside its
@@ -90,7 +90,7 @@ def _install_parts() -> None:
     from miqa_checks.judges.simulated import SimulatedJudge
 
     _timer(core.Engine, "prepare", "engine_s")
-    _timer(images.Images, "datasets", "data_s")
+    _timer(images.Images, "load", "data_s")
     _timer_function(runtime, "finish_session", "finish_s")
     _timer_function(report_plots, "make_plots", "plots_s")
     _timer(SimulatedJudge, "score", "sim_score_s", "sim_calls")  # batches a simulated judge scored

@@ -61,6 +61,9 @@ class Source(Protocol):
         """Read one dataset (at most ``max_images`` good images, chosen from ``seed``)."""
         ...
 
+    # Optional: ``candidates(dataset) -> list[data.lazy.Candidate]``, every image the dataset could
+    # take, listed without decoding; a source that has it is loaded lazily (``data.lazy``).
+
 
 def resolve_source(spec: str) -> Source:
     """``--miqa-data`` value -> a Source; MiqaUsageError naming ``spec`` when none fits."""
@@ -92,17 +95,7 @@ def resolve_source(spec: str) -> Source:
 def load_all(specs: list[str], *, max_images: int | None, seed: int) -> list[Dataset]:
     """Load every dataset of every source, in order; MiqaUsageError when a source yields no image
     or two sources define the same dataset id."""
-    out: list[Dataset] = []
-    owner: dict[str, str] = {}
-    for spec in dict.fromkeys(specs):
-        source = resolve_source(spec)
-        loaded = [source.load(name, max_images=max_images, seed=seed) for name, _ in source.dataset_names()]
-        if not any(ds.records for ds in loaded):
-            reasons = "; ".join(f"{e.file}: {e.reason}" for ds in loaded for e in ds.errors[:3])
-            raise MiqaUsageError(f"--miqa-data {spec!r}: no readable image" + (f" ({reasons})" if reasons else ""))
-        for ds in loaded:
-            if ds.name in owner:
-                raise MiqaUsageError(f"dataset id {ds.name!r} comes from both {owner[ds.name]!r} and {spec!r}")
-            owner[ds.name] = spec
-        out.extend(loaded)
-    return out
+    from .index import ImageIndex
+    from .lazy import load_lazy
+
+    return [d.dataset() for d in load_lazy(specs, max_images=max_images, seed=seed, index=ImageIndex(None))]

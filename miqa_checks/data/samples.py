@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
+from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import MiqaUsageError
 from ..records import ImageRecord
 from . import Dataset
+from .lazy import Candidate
 from .select import pick
 from .validate import ImageError, finish
 
@@ -125,8 +128,6 @@ def _nibabel_path(name: str) -> str:
 @lru_cache(maxsize=None)
 def _whole(package: str, name: str, part: str) -> np.ndarray:
     """The full-resolution uint8 image a part comes from (frame/slice decoded, before cropping)."""
-    from pathlib import Path
-
     if package == "pydicom":
         from . import dicom
 
@@ -164,6 +165,21 @@ def inventory() -> dict[str, list[tuple[str, SampleFile, str]]]:
     return out
 
 
+def sample_file(sample: SampleFile) -> Path | None:
+    """The file a sample is read from, found without importing its package; None if not found."""
+    spec = find_spec({"scikit-image": "skimage"}.get(sample.package, sample.package))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0])
+    if sample.package == "pydicom":
+        path = root / "data" / "test_files" / sample.name
+    elif sample.package == "nibabel":
+        path = root / "tests" / "data" / sample.name
+    else:
+        path = next(iter(sorted((root / "data").glob(f"{sample.name}.*"))), root / "data" / sample.name)
+    return path if path.is_file() else None
+
+
 class SamplesSource:
     """Embedded real images (``--miqa-data samples``)."""
 
@@ -172,17 +188,28 @@ class SamplesSource:
     def dataset_names(self) -> list[tuple[str, str]]:
         return list(MODALITIES.items())
 
-    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+    def candidates(self, dataset: str) -> list[Candidate]:
+        """Every embedded image of ``dataset``, described without decoding it."""
         if dataset not in MODALITIES:
             raise MiqaUsageError(f"--miqa-data samples has no dataset {dataset!r} (it has {sorted(MODALITIES)})")
+        out = []
+        for iid, sample, part in inventory()[dataset]:
+            path = sample_file(sample)
+            out.append(Candidate(
+                iid, (path,) if path is not None else (), f"samples|{sample.package}|{sample.name}|{part}|{sample.grid}",
+                partial(sample_image, sample.package, sample.name, part, sample.grid),
+                source=f"{sample.package}: {sample.name}" + (f" {part}" if part else ""), licence=sample.licence,
+                group=sample.name,
+            ))
+        return out
+
+    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
         modality = MODALITIES[dataset]
-        entries = {iid: (sample, part) for iid, sample, part in inventory()[dataset]}
+        entries = {c.image_id: c for c in self.candidates(dataset)}
 
         def load_one(iid: str) -> ImageRecord:
-            sample, part = entries[iid]
-            image = sample_image(sample.package, sample.name, part, sample.grid)
-            where = f"{sample.package}: {sample.name}" + (f" {part}" if part else "")
-            return ImageRecord(iid, dataset, modality, image, source=where, licence=sample.licence, group=sample.name)
+            c = entries[iid]
+            return ImageRecord(iid, dataset, modality, c.decode(), source=c.source, licence=c.licence, group=c.group)
 
         records, errors = pick(list(entries), load_one, dataset=dataset, max_images=max_images, seed=seed)
         return Dataset(dataset, modality, records, errors)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..records import ErrorRecord, ImageRecord
+from ..records import ErrorRecord
 from .validate import ImageError, describe
+
+
+class _Loaded(Protocol):
+    image_id: str
+
+
+#: A loaded candidate: an ``ImageRecord``, or a lazy image (``data.lazy.LazyImage``).
+T = TypeVar("T", bound=_Loaded)
 
 
 def order(candidates: Sequence[str], max_images: int | None, seed: int) -> list[str]:
@@ -21,13 +30,13 @@ def order(candidates: Sequence[str], max_images: int | None, seed: int) -> list[
 
 def pick(
     candidates: Sequence[str],
-    load_one: Callable[[str], ImageRecord],
+    load_one: Callable[[str], T],
     *,
     dataset: str,
     max_images: int | None,
     seed: int,
     error_file: Callable[[str], str] = str,
-) -> tuple[list[ImageRecord], list[ErrorRecord]]:
+) -> tuple[list[T], list[ErrorRecord]]:
     """Load up to ``max_images`` good images -> (records sorted by image_id, error records).
 
     The candidate ids are sorted and visited in the order of ``np.random.default_rng(seed)``'s
@@ -38,18 +47,23 @@ def pick(
     if max_images is not None and max_images < 1:
         return [], []
     ordered = order(candidates, max_images, seed)
-    records: list[ImageRecord] = []
+    records: list[T] = []
     errors: list[ErrorRecord] = []
     for cid in ordered:
         if max_images is not None and len(records) >= max_images:
             break
         try:
             records.append(load_one(cid))
-        except ImageError as exc:
-            errors.append(ErrorRecord(dataset, error_file(cid), str(exc)))
-        except MemoryError:
-            errors.append(ErrorRecord(dataset, error_file(cid), "out of memory while decoding"))
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-            errors.append(ErrorRecord(dataset, error_file(cid), f"unreadable ({describe(exc)})"))
+            errors.append(ErrorRecord(dataset, error_file(cid), failure(exc)))
     records.sort(key=lambda r: r.image_id)
     return records, errors
+
+
+def failure(exc: BaseException) -> str:
+    """The error record's reason for a candidate whose loading raised ``exc``."""
+    if isinstance(exc, ImageError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding"
+    return f"unreadable ({describe(exc)})"

@@ -187,7 +187,7 @@ class CellCheck:
 
     def images(self) -> list[Any]:
         """The cell's images (:class:`~miqa_checks.records.ImageRecord`, ``image_ids`` order); only inside a run."""
-        dataset = self.context["engine"].datasets[self.cell.dataset]
+        dataset = self.context["engine"].datasets()[self.cell.dataset]
         by_id = {r.image_id: r for r in dataset.records}
         return [by_id[i] for i in self.image_ids]
 

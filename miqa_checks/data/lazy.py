@@ -1,0 +1,136 @@
+"""Datasets whose images are decoded only when their pixels are needed.
+
+A source that can list its candidates without decoding them (``Source.candidates``: the
+embedded samples) is chosen through the :class:`~miqa_checks.data.index.ImageIndex`: an image
+the index knows (same file content, same reader) is chosen with its pixel digest and size and
+not decoded; an unknown one is decoded now (so an unreadable one becomes an error record, as in
+``select.pick``) and indexed. Other sources are read as before and their images hashed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MiqaUsageError
+from ..records import ErrorRecord, ImageRecord
+from . import Dataset, resolve_source
+from .index import ImageFacts, ImageIndex
+from .select import pick
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image a source can take, described without decoding it.
+
+    files: the files its pixels come from; locator: where in them (part, crop, reader options);
+    decode: the uint8 H x W (x 3) image, raising like a source's ``load_one``.
+    """
+
+    image_id: str
+    files: tuple[Path, ...]
+    locator: str
+    decode: Callable[[], np.ndarray]
+    source: str = ""
+    licence: str = ""
+    group: str = ""
+
+
+@dataclass
+class LazyImage:
+    """A chosen image: what keys need (``facts``) now, the pixels (:meth:`record`) on first use."""
+
+    image_id: str
+    dataset: str
+    modality: str
+    facts: ImageFacts
+    decode: Callable[[], np.ndarray] = field(repr=False)
+    source: str = ""
+    licence: str = ""
+    group: str = ""
+    _record: ImageRecord | None = field(default=None, repr=False)
+
+    @classmethod
+    def loaded(cls, record: ImageRecord) -> "LazyImage":
+        """An image a source already decoded (hashed now)."""
+        image = record.image
+        lazy = cls(record.image_id, record.dataset, record.modality, ImageFacts.of(image), lambda: image,
+                   record.source, record.licence, record.group)
+        lazy._record = record
+        return lazy
+
+    def record(self) -> ImageRecord:
+        """The decoded image record (decoded once)."""
+        if self._record is None:
+            self._record = ImageRecord(self.image_id, self.dataset, self.modality, self.decode(),
+                                       source=self.source, licence=self.licence, group=self.group)
+        return self._record
+
+
+@dataclass
+class LazyDataset:
+    """The chosen images of one dataset (sorted by id) and the inputs that could not be used."""
+
+    name: str
+    modality: str
+    images: list[LazyImage]
+    errors: list[ErrorRecord]
+    precorrupted: Callable[[str, str, int], np.ndarray | None] | None = None
+
+    def dataset(self) -> Dataset:
+        """The dataset with every chosen image decoded."""
+        return Dataset(self.name, self.modality, [i.record() for i in self.images], self.errors, self.precorrupted)
+
+
+def choose(name: str, modality: str, candidates: list[Candidate], index: ImageIndex, *,
+           max_images: int | None, seed: int) -> LazyDataset:
+    """``select.pick`` over candidates, decoding only those the index does not know."""
+    by_id = {c.image_id: c for c in candidates}
+
+    def load_one(image_id: str) -> LazyImage:
+        c = by_id[image_id]
+        try:  # no file known: not indexed; a file gone: decoding says why
+            key = index.key(c.files, c.locator) if c.files else None
+        except OSError:
+            key = None
+        facts = index.get(key) if key is not None else None
+        if facts is not None:
+            return LazyImage(image_id, name, modality, facts, c.decode, c.source, c.licence, c.group)
+        record = ImageRecord(image_id, name, modality, c.decode(), source=c.source, licence=c.licence, group=c.group)
+        lazy = LazyImage.loaded(record)
+        if key is not None:
+            index.put(key, lazy.facts)
+        return lazy
+
+    images, errors = pick(list(by_id), load_one, dataset=name, max_images=max_images, seed=seed)
+    return LazyDataset(name, modality, images, errors)
+
+
+def load_lazy(specs: list[str], *, max_images: int | None, seed: int, index: ImageIndex) -> list[LazyDataset]:
+    """Every dataset of every source, in order (see ``data.load_all``, which this backs):
+    MiqaUsageError when a source yields no image or two sources define the same dataset id."""
+    out: list[LazyDataset] = []
+    owner: dict[str, str] = {}
+    for spec in dict.fromkeys(specs):
+        source = resolve_source(spec)
+        listing = getattr(source, "candidates", None)
+        loaded = []
+        for name, modality in source.dataset_names():
+            if listing is not None:
+                loaded.append(choose(name, modality, listing(name), index, max_images=max_images, seed=seed))
+            else:
+                ds = source.load(name, max_images=max_images, seed=seed)
+                loaded.append(LazyDataset(ds.name, ds.modality, [LazyImage.loaded(r) for r in ds.records], ds.errors,
+                                          ds.precorrupted))
+        if not any(ds.images for ds in loaded):
+            reasons = "; ".join(f"{e.file}: {e.reason}" for ds in loaded for e in ds.errors[:3])
+            raise MiqaUsageError(f"--miqa-data {spec!r}: no readable image" + (f" ({reasons})" if reasons else ""))
+        for ds in loaded:
+            if ds.name in owner:
+                raise MiqaUsageError(f"dataset id {ds.name!r} comes from both {owner[ds.name]!r} and {spec!r}")
+            owner[ds.name] = spec
+        out.extend(loaded)
+    return out
