@@ -73,7 +73,7 @@ class Engine:
     def groups(self, dataset: str) -> list[str]:
         """The group of each of :meth:`image_ids` (same order): images of one group (crops of one
         source, frames of one clip, one patient) are not independent."""
-        return [self.images.record(dataset, i).group for i in self.image_ids(dataset)]
+        return [self.images.group(dataset, i) for i in self.image_ids(dataset)]
 
     def judge(self, model: str):
         """The judge for a model spec, constructed once per process (weights load on first score)."""
@@ -146,7 +146,7 @@ class Engine:
         return items
 
     def _plan_batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
-        return plan_batches(items, self.models.batch_size, lambda i: self.images.record(i.dataset, i.image_id).image.nbytes)
+        return plan_batches(items, self.models.batch_size, lambda i: self.images.nbytes(i.dataset, i.image_id))
 
     def prepare(self, cells: Sequence[Cell]) -> None:
         """Compute this worker's share of everything the cells need, then mark the share done.
