@@ -1,7 +1,9 @@
 """The served judge's HTTP mechanics at scale, counted (never timed) against the scripted server.
 
 - connections are kept alive: N requests at concurrency c open at most c connections;
-- one deadline thread serves every attempt in flight (was: a timer thread per attempt).
+- one deadline thread serves every attempt in flight (was: a timer thread per attempt);
+- a request the server refused (429 without Retry-After) is retried as soon as a request of ours
+  finishes (the server has a free slot), not after the exponential backoff.
 """
 
 from __future__ import annotations
@@ -70,6 +72,37 @@ def test_one_deadline_thread_serves_every_attempt_in_flight(monkeypatch):
         stub.stop()
     assert len(outcome) == 1 and all(r.error is None for r in outcome[0])
     assert len(during) <= 1, [t.name for t in during]  # at most the deadline thread (if not yet started)
+
+
+class _CountingEvent(threading.Event):
+    """The judge's cancel flag; its timed waits are the judge's backoff sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout:
+            self.sleeps += 1
+        return super().wait(timeout)
+
+
+def test_a_refused_request_is_retried_when_a_slot_frees_not_after_the_backoff(monkeypatch):
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "8")
+    monkeypatch.setenv("MIQA_OPENAI_RETRIES", "8")
+    monkeypatch.setenv("MIQA_OPENAI_BACKOFF", "3600")  # a backoff wait would outlast a quick test
+    stub = StubServer(service_s=0.05, capacity=2).start()
+    judge = _judge(stub)
+    judge._cancelled = sleeper = _CountingEvent()
+    try:
+        results = judge.score(_requests(24))
+    finally:
+        judge.close()
+        stub.stop()
+    assert stub.refused > 0 and stub.peak_in_service <= 2
+    assert all(r.error is None and r.score == 3.0 for r in results)
+    assert judge.stats()["retries"] == stub.refused
+    assert sleeper.sleeps == 0  # no refused request sat out a backoff
 
 
 def test_the_deadline_thread_runs_due_callbacks_and_skips_removed_ones():

@@ -23,8 +23,10 @@ Scoring:
 
 Robustness: adaptive concurrency (``judges.concurrency``: starts at the cap, up to 64; halves on
 429 / 503 / timeouts and backs off when latency rises; grows back by one per window of clean
-answers), retries with exponential backoff and jitter on
-429 (``Retry-After`` honoured, capped), 5xx, timeouts, connection errors and malformed JSON.
+answers). A request refused with 429 / 503 is retried as soon as one of the judge's requests in
+flight finishes (the limit paces the server), ahead of new requests, or after the backoff delay
+if none finishes; a ``Retry-After`` is honoured (capped) instead. 5xx, timeouts, connection
+errors and malformed JSON are retried with exponential backoff and jitter.
 After the last attempt the item becomes ``ScoreResult.failed(method, reason)``; other 4xx are
 not retried. A server that cannot be reached at first use raises :class:`JudgeError`.
 
@@ -408,12 +410,13 @@ class OpenAIJudge(Judge):
         attempts = attempts or self.max_attempts
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         reason = "no attempt"
+        refused_wait_s: float | None = None  # after a refusal without Retry-After
         for attempt in range(1, attempts + 1):
-            retry_after = None
+            retry_after, refused = None, False
             with self._lock:
                 self._n_requests += 1
             try:
-                response = self._limited_send(path, data)
+                response = self._limited_send(path, data, refused_wait_s)
             except http.DeadlinePassed:
                 reason = f"timeout ({self.timeout_s:g} s)"
             except http.TransportError as exc:
@@ -427,7 +430,8 @@ class OpenAIJudge(Judge):
                         reason = "malformed JSON response"
                 elif status == 429 or status >= 500:
                     reason = f"HTTP {status}"
-                    if status == 429:
+                    if status in (429, 503):
+                        refused = True
                         retry_after = self._retry_after(response.headers.get("retry-after"))
                 else:
                     detail = response.text[:200].replace("\n", " ")
@@ -436,6 +440,11 @@ class OpenAIJudge(Judge):
                 delay = self._backoff(attempt, retry_after)
                 with self._lock:
                     self._n_retries += 1
+                refused_wait_s = delay if refused and retry_after is None else None
+                if refused_wait_s is not None:  # the limit paces it: retry when a request in flight finishes
+                    logger.info("%s from %s (attempt %d/%d); retrying when a slot frees (at most %.2f s)",
+                                reason, self._spec.display_url, attempt, attempts, delay)
+                    continue
                 logger.info(
                     "%s from %s (attempt %d/%d); retrying in %.2f s",
                     self._scrub(reason), self._spec.display_url, attempt, attempts, delay,
@@ -444,9 +453,10 @@ class OpenAIJudge(Judge):
                     raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
         raise _Failure(self._scrub(f"{reason} after {attempts} attempts"))
 
-    def _limited_send(self, path: str, body: bytes) -> http.Response:
-        """POST within the adaptive concurrency limit; tells the limit how the server coped."""
-        if not self._limit.acquire(self._cancelled):
+    def _limited_send(self, path: str, body: bytes, refused_wait_s: float | None = None) -> http.Response:
+        """POST within the adaptive concurrency limit; tells the limit how the server coped.
+        ``refused_wait_s``: the last attempt was refused (see :meth:`AdaptiveLimit.acquire`)."""
+        if not self._limit.acquire(self._cancelled, refused_wait_s=refused_wait_s):
             raise JudgeCancelled(f"judge {self._spec.safe_spec} was cancelled")
         start = time.monotonic()
         latency, overloaded = None, True  # a timeout or a cut connection counts as overload
