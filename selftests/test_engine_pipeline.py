@@ -9,11 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from miqa_checks.engine.store import ResultStore
 from miqa_checks.config import resolve_settings
 from miqa_checks.engine import Engine, pipeline
+from miqa_checks.engine.prepare import Job, Task
 from miqa_checks.matrix import plan_cells
 
 #: every corruption at every severity, attribute prompts and embeddings, on grey and RGB samples
@@ -96,3 +98,19 @@ def test_an_interrupt_stops_the_pool_and_keeps_the_stored_batches(tmp_path, monk
     stored = engine.store.get_many([i.key for i in engine.plan(cells)])
     assert len(stored) == sum(calls[:2]) > 0  # the two scored batches, not the interrupted one
     engine.close()
+
+
+def test_the_preparation_runs_ahead_as_far_as_its_memory_budget(monkeypatch):
+    """While the judge holds a batch, more than two batches are prepared ahead (the lead absorbs a
+    slow batch, e.g. a corruption's first use building its tables), up to the budget of source
+    image bytes and MAX_AHEAD batches; results come in order."""
+    monkeypatch.setattr(pipeline, "AHEAD_BYTES", 10 * 2**20)
+    big, small = np.zeros((1024, 1024), np.uint8), np.zeros((8, 8), np.uint8)  # 1 MiB, 64 bytes
+    for image, ahead in ((big, 10), (small, pipeline.MAX_AHEAD)):
+        jobs = [Job([Task(image)], judge_input=lambda im, i=i: i) for i in range(pipeline.MAX_AHEAD + 20)]
+        preparer = pipeline.Preparer(0, threaded=True)
+        results = preparer.map(iter(jobs))
+        first = next(results)
+        assert preparer.in_flight == ahead
+        assert [p.judge_input for batch in [first, *results] for p in batch] == list(range(len(jobs)))
+        preparer.close()

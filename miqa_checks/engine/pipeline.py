@@ -1,10 +1,11 @@
 """The preparation pipeline: batches are prepared ahead while the judge scores the current one.
 
-A bounded queue of at most ``depth`` batches is kept in flight: preparing them (corruption,
-the judge's inputs) runs in a pool of worker processes (corruption is numpy and holds the GIL
-for most of its time), so the next batches are ready when the judge finishes one, and memory is
-bounded by ``depth`` batches of images. The caller stores each batch as soon as it is scored, so
-a kill loses at most the batches in flight.
+A bounded queue of batches is kept in flight: preparing them (corruption, the judge's inputs)
+runs in a preparation thread or a pool of worker processes, so the next batches are ready when the
+judge finishes one. The queue is as deep as memory allows (``AHEAD_BYTES`` of source images, at
+least ``MIN_AHEAD`` and at most ``MAX_AHEAD`` batches), so that a slow batch (a corruption's first
+use builds its tables) is absorbed by the lead the preparation gained while the judge was busy.
+The caller stores each batch as soon as it is scored, so a kill loses at most the batches in flight.
 
 Modes (``MIQA_PREP_WORKERS``): ``auto`` (default): worker processes when the work is large and
 there are cores for them, else one thread; ``thread``: one thread; ``0``: no pipelining (prepare
@@ -24,8 +25,11 @@ from typing import Iterable, Iterator
 
 from .prepare import Job, Prepared, run_job
 
-#: Batches prepared ahead of the judge (memory: this many batches of condition images).
-DEPTH = 2
+#: Batches prepared ahead of the judge: always MIN_AHEAD, more while their source images stay within
+#: AHEAD_BYTES (a prepared batch holds its condition images too: memory about twice that), at most MAX_AHEAD.
+MIN_AHEAD = 2
+MAX_AHEAD = 64
+AHEAD_BYTES = 256 * 2**20
 #: Below this many images to prepare, a process pool does not repay its start (~0.5 s): one thread.
 MIN_IMAGES_FOR_PROCESSES = 1024
 #: Fewer cores than this per worker: one preparation thread (processes only take cores from the judge).
@@ -75,11 +79,12 @@ def _child_init(parent: int) -> None:
 
 
 class Preparer:
-    """Runs jobs ahead of their use, at most ``depth`` in flight, results in order."""
+    """Runs jobs ahead of their use, results in order; in flight: MIN_AHEAD jobs, more up to
+    AHEAD_BYTES of source images and MAX_AHEAD jobs."""
 
-    def __init__(self, processes: int, *, threaded: bool = True, depth: int = DEPTH) -> None:
+    def __init__(self, processes: int, *, threaded: bool = True) -> None:
         self.processes = processes
-        self.depth = max(1, depth)
+        self.in_flight = 0  # jobs submitted and not yet handed to the caller
         self._pool: Executor | None = None
         self._stop = threading.Event()  # a preparation thread drops its job when set
         if processes > 0:
@@ -96,7 +101,7 @@ class Preparer:
         return f"{self.processes} processes" if self.processes else ("thread" if self._pool else "inline")
 
     def map(self, jobs: Iterable[Job]) -> Iterator[list[Prepared]]:
-        """``run_job(job)`` for each job, in order, computed up to ``depth`` jobs ahead."""
+        """``run_job(job)`` for each job, in order, computed ahead (see the class)."""
         if self._pool is None:
             yield from map(run_job, jobs)
             return
@@ -109,17 +114,28 @@ class Preparer:
                     return
                 yield run_job(job)
         ahead: deque[tuple[Job, Future]] = deque()
+        held = 0  # source image bytes in flight
+        waiting: Job | None = None  # the next job, when it did not fit
 
         def refill() -> None:
-            while len(ahead) < self.depth:
-                job = next(source, None)
+            nonlocal held, waiting
+            while len(ahead) < MAX_AHEAD:
+                job = waiting if waiting is not None else next(source, None)
+                waiting = None
                 if job is None:
                     return
+                if len(ahead) >= MIN_AHEAD and held + job.nbytes > AHEAD_BYTES:
+                    waiting = job
+                    return
                 ahead.append((job, self._submit(job)))
+                held += job.nbytes
+                self.in_flight = len(ahead)
 
         refill()
         while ahead:
             job, future = ahead.popleft()
+            held -= job.nbytes
+            self.in_flight = len(ahead)
             try:
                 done = future.result()
             except BrokenProcessPool:  # a pool process died (killed, out of memory): go on without the pool
@@ -130,6 +146,8 @@ class Preparer:
                     job, _ = ahead.popleft()
                     done = run_job(job)
                 yield done
+                if waiting is not None:
+                    yield run_job(waiting)
                 yield from map(run_job, source)
                 return
             refill()

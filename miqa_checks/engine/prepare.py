@@ -40,6 +40,11 @@ class Job:
     tasks: list[Task]
     judge_input: JudgeInput | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tasks' source images (a prepared job holds about as many again)."""
+        return sum(t.image.nbytes for t in self.tasks if t.image is not None)
+
 
 @dataclass(frozen=True)
 class Prepared:
