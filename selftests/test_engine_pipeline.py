@@ -114,3 +114,19 @@ def test_the_preparation_runs_ahead_as_far_as_its_memory_budget(monkeypatch):
         assert preparer.in_flight == ahead
         assert [p.judge_input for batch in [first, *results] for p in batch] == list(range(len(jobs)))
         preparer.close()
+
+
+def test_images_sent_to_a_pool_process_arrive_read_only():
+    """A job's images cross to a pool process by pickle; they arrive read-only (as the run's images
+    are), so the medical corruptions' digest memo (per read-only image) applies there too."""
+    import pickle
+
+    from miqa_checks.conditions import registry
+
+    image = np.arange(48 * 40, dtype=np.uint8).reshape(48, 40)
+    image.setflags(write=False)
+    job = pickle.loads(pickle.dumps(Job([Task(image, "speckle_noise", 3, {"sigma": 0.2}, 0), Task(error="no")])))
+    sent = job.tasks[0].image
+    assert np.array_equal(sent, image) and not sent.flags.writeable and job.tasks[1].image is None
+    registry.image_digest(sent)
+    assert registry._DIGESTS[id(sent)][0]() is sent  # memoised

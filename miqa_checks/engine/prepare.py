@@ -32,6 +32,14 @@ class Task:
     seed: int = 0
     error: str | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled in a pool process: the image arrives writable; it is made read-only, as the
+        run's images are, so that the corruptions' per-image digest memo applies there too
+        (``conditions.registry.image_digest``)."""
+        if state.get("image") is not None:
+            state["image"].setflags(write=False)
+        self.__dict__.update(state)
+
 
 @dataclass(frozen=True)
 class Job:
