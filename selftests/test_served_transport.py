@@ -119,3 +119,31 @@ def test_the_deadline_thread_runs_due_callbacks_and_skips_removed_ones():
     watchdog.add(now + 2.0, done.set)  # after the removed one's time
     assert done.wait(60)
     assert fired == ["due"]
+
+
+def test_a_refusal_one_above_what_the_server_holds_cuts_the_limit_by_one_not_by_half():
+    from miqa_checks.judges.concurrency import AdaptiveLimit
+
+    limit = AdaptiveLimit(cap=64, start=17)
+    never, release = threading.Event(), threading.Event()
+    held: list[threading.Thread] = []
+
+    def hold() -> None:  # one request the server is serving
+        assert limit.acquire(never)
+        release.wait(120)
+        limit.release(latency_s=None, overloaded=False)
+
+    for _ in range(16):
+        thread = threading.Thread(target=hold, daemon=True)
+        thread.start()
+        held.append(thread)
+    for _ in range(12000):  # the sixteen take their slots (a liveness bound of 120 s)
+        if limit.in_flight == 16:
+            break
+        release.wait(0.01)
+    assert limit.acquire(never)  # the seventeenth, taken last: the server refuses it
+    limit.release(latency_s=None, overloaded=True)
+    release.set()
+    for thread in held:
+        thread.join(120)
+    assert (limit.limit, limit.cuts) == (16, 1)  # was 8: half

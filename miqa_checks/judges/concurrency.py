@@ -2,7 +2,9 @@
 
 Additive increase, multiplicative decrease (as TCP does): the limit starts high (``start``,
 default min(cap, 64)), is halved when the server says it is overloaded (HTTP 429 or 503, or a
-timeout) and cut by a quarter when the latency (a moving average over about ten answers) rises to
+timeout), but not below the number of requests that were in flight before the refused one and
+still are (the server holds them: its capacity, so a probe one above it costs one, not half),
+and cut by a quarter when the latency (a moving average over about ten answers) rises to
 LATENCY_RISE x the best seen (the server queues instead of serving), at most once per window (the
 best latency seen, so one burst of refusals is one cut); it grows by one after ``limit`` answers in
 a row without trouble, up to ``cap`` (``MIQA_OPENAI_CONCURRENCY``).
@@ -44,6 +46,7 @@ class AdaptiveLimit:
         self._refused = threading.Condition(lock)  # refused requests wait here
         self._refused_waiting = 0
         self._finished = 0  # requests finished while refused ones waited: one retry each
+        self._since: dict[int, float] = {}  # thread holding a slot -> when it took it (monotonic s)
 
     def acquire(self, cancelled: threading.Event, *, refused_wait_s: float | None = None) -> bool:
         """Wait for a free slot; False (no slot taken) once ``cancelled`` is set.
@@ -63,8 +66,12 @@ class AdaptiveLimit:
                 self._cond.wait(_POLL_S)
             if cancelled.is_set():
                 return False
-            self.in_flight += 1
+            self._take()
             return True
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        self._since[threading.get_ident()] = time.monotonic()
 
     def _after_a_finish(self, cancelled: threading.Event, until: float) -> bool | None:
         """Take a slot once a request finished (True), or False when cancelled, None at ``until``."""
@@ -78,7 +85,7 @@ class AdaptiveLimit:
                     return None
                 self._refused.wait(min(_POLL_S, left))
             self._finished -= 1
-            self.in_flight += 1
+            self._take()
             return True
         finally:
             self._refused_waiting -= 1
@@ -91,9 +98,11 @@ class AdaptiveLimit:
         it failed), ``overloaded`` on 429 / 503 / timeout."""
         with self._cond:
             self.in_flight -= 1
+            started = self._since.pop(threading.get_ident(), None)
             now = time.monotonic()
             if overloaded:
-                self._cut(now, OVERLOAD_CUT)
+                held = 0 if started is None else sum(t < started for t in self._since.values())
+                self._cut(now, OVERLOAD_CUT, floor=held)
             else:
                 if self._refused_waiting:  # the server has a free slot: one refused request may retry
                     self._finished = min(self._finished + 1, self._refused_waiting)
@@ -125,11 +134,12 @@ class AdaptiveLimit:
         else:
             self._cond.notify(free)
 
-    def _cut(self, now: float, factor: float) -> None:
+    def _cut(self, now: float, factor: float, floor: int = 0) -> None:
+        """Multiply the limit by ``factor`` (not below ``floor``), at most once per window."""
         window = max(MIN_WINDOW_S, self._best or 0.0)
         if now - self._last_cut < window:
             return
-        self.limit = max(1, int(self.limit * factor))
+        self.limit = max(1, int(self.limit * factor), min(floor, self.limit - 1))
         self._last_cut = now
         self._streak = 0
         self.cuts += 1
