@@ -3,7 +3,8 @@
 Each finished batch is committed in one transaction, so a run killed at any point keeps every
 batch that finished and loses only the one in flight. The primary key is the request's cache key
 (``engine.keys.request_key``), so a result is never stored twice. Failed requests (``error`` set) are
-kept for the run that made them and retried by later runs.
+kept for the run that made them and retried by later runs, except a condition that does not apply
+to the image (e.g. saturate on a grey image), which the key alone decides.
 
 Damage never stops a run. At open (once per process and file, under a lock file so that workers
 do not race) the file is checked; a file SQLite cannot read is moved aside as
@@ -32,7 +33,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..prompts import parse_rating
-from ..records import ScoreResult, is_cut
+from ..records import CONDITION_FAILED, NOT_APPLICABLE, ScoreResult, is_cut
 
 try:
     import fcntl
@@ -106,6 +107,12 @@ def _valid_probs(text: Any) -> tuple[float, ...] | None | bool:
 
 def _valid_blob(blob: Any) -> bool:
     return blob is None or (isinstance(blob, bytes) and len(blob) > 0 and len(blob) % 4 == 0)
+
+
+def not_applicable(error: Any) -> bool:
+    """Whether a stored failure says the condition does not apply to the image: an answer fixed
+    by the key (the image and the condition), usable by every run; other failures are retried."""
+    return isinstance(error, str) and error.startswith(CONDITION_FAILED) and error.endswith(NOT_APPLICABLE)
 
 
 def answer_gives(raw_text: str, score: float) -> bool:
@@ -423,7 +430,8 @@ class ResultStore:
     def get_many(self, keys: Iterable[str], *, need_embedding: Mapping[str, bool] | None = None) -> dict[str, ScoreResult]:
         """Stored, valid, usable results among ``keys``.
 
-        A failed result from another run is not usable (it is retried); nor is one without an
+        A failed result from another run is not usable (it is retried), except a condition that
+        does not apply to the image (:func:`not_applicable`, which never has an embedding); nor is one without an
         embedding when ``need_embedding[key]`` is true; nor an invalid row (:func:`result_from_row`).
         """
         keys = list(keys)
@@ -438,9 +446,9 @@ class ResultStore:
             chunk = keys[start : start + 500]
             rows = db.execute(f"{_SELECT} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             for key, *row in rows:
-                if row[6] is not None and row[0] != self.run_id:
+                if row[6] is not None and row[0] != self.run_id and not not_applicable(row[6]):
                     continue
-                if need_embedding and need_embedding.get(key) and row[7] is None:
+                if need_embedding and need_embedding.get(key) and row[7] is None and not not_applicable(row[6]):
                     continue
                 result = result_from_row(row)
                 if result is not None:
