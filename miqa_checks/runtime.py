@@ -34,7 +34,7 @@ from .report import gate_lines, interval_label, junit_properties, write_reports
 from .report_markdown import render_markdown
 from .published import COLUMNS as PUBLISHED_COLUMNS
 from .published import published_table
-from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, write_csv
+from .safe_io import atomic_write_text, remove_stale_temp_files, scrub, secrets_pinned, write_csv
 
 if TYPE_CHECKING:
     from .session import MiqaState
@@ -168,20 +168,31 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_part(state: "MiqaState") -> None:
-    """This process's share of the results: scores used, error records, judge provenance."""
+def _own_part(state: "MiqaState") -> dict[str, Any]:
+    """This process's share of the results: scores used, error records, judge provenance, as
+    plain JSON values (what a worker's part file holds); the engine is closed."""
     engine = state.engine
     part = {
         "worker": _worker()[0],
-        "scores": engine.score_rows(),
-        "errors": engine.errors + engine.result_errors() + engine.store.error_records(),
-        "provenance": engine.provenance(),
+        "scores": [_plain_row(r) for r in engine.score_rows()],
+        "errors": json.loads(json.dumps(engine.errors + engine.result_errors() + engine.store.error_records(),
+                                        default=_json_default)),
+        "provenance": json.loads(json.dumps(engine.provenance(), default=_json_default)),
         "inferred": engine.inferred,
         "used": len(engine.used),
     }
-    state.parts_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state.parts_dir / f"{part['worker']}.json", json.dumps(part, default=_json_default))
     engine.close()
+    return part
+
+
+_PLAIN = (str, float, int, bool, type(None))
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A scores row with numpy scalars made plain, as a JSON round trip would (a cell at a time)."""
+    if all(type(v) in _PLAIN for v in row.values()):
+        return row
+    return {k: v if type(v) in _PLAIN else _json_default(v) for k, v in row.items()}
 
 
 def _json_default(x: Any) -> Any:
@@ -201,13 +212,21 @@ def finish_session(state: "MiqaState", *, interrupted: bool) -> str | None:
 
     Returns why the run must fail although no test did (the inconclusive policy), else None.
     """
-    if state.engine is not None:
-        _write_part(state)
+    own = _own_part(state) if state.engine is not None else None
     if state.is_worker:
+        if own is not None:  # the controller merges it
+            state.parts_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(state.parts_dir / f"{own['worker']}.json", json.dumps(own))
         return None
-    parts = _read_parts(state)
+    parts = sorted(_read_parts(state) + ([own] if own is not None else []), key=lambda p: p["worker"])
     if not parts and not state.cell_rows:
         return None  # not an audit run (e.g. the project's self-tests)
+    with secrets_pinned():  # the API-key env values read once for the tens of thousands of cells scrubbed
+        return _report(state, parts, interrupted=interrupted)
+
+
+def _report(state: "MiqaState", parts: list[dict[str, Any]], *, interrupted: bool) -> str | None:
+    """Merge the processes' parts and write every report; why the run must fail, else None."""
     settings = state.settings
     order = {c.test_id: i for i, c in enumerate(state.cells)}
     cells = sorted(state.cell_rows.values(), key=lambda r: order.get(r["test_id"], len(order)))

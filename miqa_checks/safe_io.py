@@ -23,9 +23,10 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "atomic_write_bytes",
@@ -38,6 +39,7 @@ __all__ = [
     "scrub",
     "printable",
     "env_secrets",
+    "secrets_pinned",
     "sanitize_filename",
 ]
 
@@ -186,6 +188,20 @@ def env_secrets() -> tuple[str, ...]:
     return tuple(v for k in _ENV_KEYS if len(v := os.environ.get(k, "") or "") >= 4)
 
 
+_PINNED: list[tuple[str, ...]] = []
+
+
+@contextmanager
+def secrets_pinned() -> Iterator[None]:
+    """Within the block :func:`scrub` redacts the env values read once at its start, instead of
+    reading the environment on every call (writing the reports scrubs tens of thousands of cells)."""
+    _PINNED.append(env_secrets())
+    try:
+        yield
+    finally:
+        _PINNED.pop()
+
+
 def scrub(text: Any, *, secrets: tuple[str, ...] | None = None) -> str:
     """Remove local absolute paths, API keys and DICOM patient fields from ``text``.
 
@@ -210,7 +226,7 @@ def scrub(text: Any, *, secrets: tuple[str, ...] | None = None) -> str:
     if not text:
         return text
     if secrets is None:
-        secrets = env_secrets()
+        secrets = _PINNED[-1] if _PINNED else env_secrets()
     return _scrub_cached(text, secrets)
 
 
@@ -227,6 +243,8 @@ def printable(text: Any, *, multiline: bool = False) -> str:
     'ok\\\\x1b[31m\\\\x0dbad'
     """
     text = "" if text is None else str(text)
+    if text.isascii() and text.isprintable():  # nothing to escape (the common case)
+        return text
     pattern = _UNPRINTABLE if multiline else _UNPRINTABLE_LINE
     return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
@@ -334,9 +352,21 @@ def write_csv(
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(list(columns))
     secrets = env_secrets()
+    texts: dict[str, str] = {}  # each distinct string scrubbed and escaped once
+
+    def cell(value: Any) -> str:
+        kind = type(value)
+        if kind is float:
+            return format_float(value)
+        if kind is str:
+            out = texts.get(value)
+            if out is None:
+                out = texts[value] = format_cell(value, scrub_strings=scrub_strings, secrets=secrets)
+            return out
+        return format_cell(value, scrub_strings=scrub_strings, secrets=secrets)
+
     for row in rows:
-        w.writerow([format_cell(row.get(c), scrub_strings=scrub_strings, secrets=secrets)
-                    for c in columns])
+        w.writerow([cell(row.get(c)) for c in columns])
     return atomic_write_text(path, buf.getvalue())
 
 

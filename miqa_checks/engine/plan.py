@@ -33,7 +33,7 @@ class WorkItem:
 
 def plain(spec: RequestSpec) -> RequestSpec:
     """The spec without ``embed`` (a request wanted with and without embedding is one request)."""
-    return RequestSpec(spec.condition, spec.prompt_id, spec.repeat)
+    return RequestSpec(spec.condition, spec.prompt_id, spec.repeat) if spec.embed else spec
 
 
 def wanted(cells: Iterable[Cell], image_ids: Callable[[str], list[str]]) -> dict[Index, RequestSpec]:

@@ -18,7 +18,8 @@ Light at import (no numpy): the plugin plans with it.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from ..conditions import AUDIT_SETS, CORRUPTION_PROPERTIES, REGISTRY as CORRUPTIONS, corruptions_for
@@ -45,26 +46,26 @@ class Cell:
     severity: int = 0
     variant: str = ""
 
-    @property
+    @cached_property
     def label(self) -> str:
         """The model's label in test ids and reports (see :mod:`miqa_checks.judges.spec`)."""
         from ..judges.spec import model_label
 
         return model_label(self.model)
 
-    @property
+    @cached_property
     def condition(self) -> str:
         if self.corruption and self.severity:
             return condition_id(self.corruption, self.severity)
         return self.corruption or CLEAN
 
-    @property
+    @cached_property
     def param_id(self) -> str:
         """The pytest id: ``tiny-llava-samples_ct-pixelation-3``."""
         parts = [self.label, self.dataset, self.corruption, str(self.severity) if self.severity else "", self.variant]
         return "-".join(p for p in parts if p)
 
-    @property
+    @cached_property
     def test_id(self) -> str:
         return f"test_{self.property}[{self.param_id}]"
 
@@ -172,6 +173,7 @@ class Property:
     variant_is_attribute: bool = False  # the variant goes to matrix.csv's attribute column
     parse_failures_are_losses: bool = True  # False where parse failures are the statistic itself
     doc: str = ""
+    _requests: dict[Cell, tuple[RequestSpec, ...]] = field(default_factory=dict, init=False, repr=False)
 
     def plan(self, context: PlanContext) -> list[Cell]:
         """This property's cells for one (model, dataset)."""
@@ -181,9 +183,12 @@ class Property:
                 for axes in self.cells(context, self)]
 
     def requests_for(self, cell: Cell) -> list[RequestSpec]:
-        if callable(self.requests):
-            return list(self.requests(cell))
-        return [_fill(t, cell) for t in self.requests]
+        """The cell's requests (worked out once per cell; a fresh list each call)."""
+        known = self._requests.get(cell)
+        if known is None:
+            known = self._requests[cell] = tuple(self.requests(cell) if callable(self.requests)
+                                                 else (_fill(t, cell) for t in self.requests))
+        return list(known)
 
     def tolerance_for(self, thresholds: Mapping[str, Any], cell: Cell, override: Tolerances = None) -> Any:
         """The cell's tolerance value(s): a test's own (``override``), else the property's (config >
