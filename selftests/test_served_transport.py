@@ -147,3 +147,43 @@ def test_a_refusal_one_above_what_the_server_holds_cuts_the_limit_by_one_not_by_
     for thread in held:
         thread.join(120)
     assert (limit.limit, limit.cuts) == (16, 1)  # was 8: half
+
+
+def test_request_bodies_splice_the_image_in_without_encoding_it_again(monkeypatch):
+    import json
+
+    from miqa_checks.judges import openai_judge
+    from miqa_checks.judges.openai_judge import encode_image_png, json_bytes
+
+    url = encode_image_png(np.arange(48 * 40 * 3, dtype=np.uint8).reshape(48, 40, 3))
+    odd = 'data:image/png;base64,"quoted"\\\n\x7f'  # needs escaping: encoded as json.dumps does
+    bodies = [
+        {"model": "m", "messages": [{"role": "system", "content": "S\u00fc \x00 \"q\" \\"},
+                                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                                 {"type": "text", "text": "Rate \u2713 1-5 as x/5."}]}],
+         "temperature": 0, "max_tokens": 8},
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": odd}},
+                                                                 {"type": "image_url", "image_url": {"url": url}}]}]},
+        {"model": "m", "messages": []},
+    ]
+    for body in bodies:
+        assert json_bytes(body) == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    seen: list[bool] = []
+    dumps = json.dumps
+
+    def counting(obj, **kwargs):
+        seen.append(url in repr(obj))
+        return dumps(obj, **kwargs)
+
+    monkeypatch.setattr(openai_judge.json, "dumps", counting)
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "1")
+    stub = StubServer().start()
+    judge = _judge(stub)
+    try:
+        request = ScoreRequest(image=np.zeros((4, 4), np.uint8), prompt="p", meta=RequestMeta("d", "CT", "i"), judge_input=url)
+        (result,) = judge.score([request])
+    finally:
+        judge.close()
+        stub.stop()
+    assert result.error is None
+    assert seen and not any(seen)  # the encoder never scanned the image's data URL again

@@ -150,6 +150,36 @@ def _data_url(request: ScoreRequest) -> str:
     return made if isinstance(made, str) and made.startswith("data:image/png;base64,") else encode_image_png(request.image)
 
 
+#: characters a JSON string holds as they are (printable ASCII but the quote and the backslash)
+_JSON_PLAIN = bytes(range(0x20, 0x7F)).replace(b'"', b"").replace(b"\\", b"")
+#: marks where an image data URL goes back into the encoded body (no prompt holds it)
+_SPLICE = f"\x00miqa-image-{os.getpid()}-{random.getrandbits(64):016x}-"
+
+
+def json_bytes(body: dict) -> bytes:
+    """``json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()``, but the image data
+    URLs of ``body["messages"]`` that need no escaping (base64: all of ours) are spliced in as they
+    are instead of being scanned by the encoder (about 80 us for a 224 x 224 image's 25 kB)."""
+    urls: list[str] = []
+
+    def swap(part: Any) -> Any:
+        url = part.get("image_url", {}).get("url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+        if not (isinstance(url, str) and url.isascii() and not url.encode("ascii").translate(None, _JSON_PLAIN)):
+            return part
+        urls.append(url)
+        return {**part, "image_url": {**part["image_url"], "url": f"{_SPLICE}{len(urls) - 1}"}}
+
+    messages = [
+        {**m, "content": [swap(p) for p in m["content"]]} if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+        for m in body.get("messages") or []
+    ]
+    text = json.dumps({**body, "messages": messages} if messages else body, ensure_ascii=False, separators=(",", ":"))
+    mark = json.dumps(_SPLICE)[1:-1]
+    for i, url in enumerate(urls):
+        text = text.replace(f"{mark}{i}\"", f"{url}\"", 1)
+    return text.encode()
+
+
 def _top_logprob_entries(choice: dict) -> list[tuple[str, float]] | None:
     """(token text, logprob) pairs for the first generated token, or None when absent.
 
@@ -408,7 +438,7 @@ class OpenAIJudge(Judge):
         """POST ``path`` with retries; ``extract`` reads the JSON answer (raising ValueError, KeyError,
         IndexError or TypeError when it is malformed, which is retried). Raises _Failure for good."""
         attempts = attempts or self.max_attempts
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        data = json_bytes(body)
         reason = "no attempt"
         refused_wait_s: float | None = None  # after a refusal without Retry-After
         for attempt in range(1, attempts + 1):
