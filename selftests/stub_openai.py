@@ -47,6 +47,7 @@ class StubServer:
     peak_in_service: int = 0
     refused: int = 0
     connections: int = 0  # TCP connections accepted
+    chats: int = 0  # chat-completions requests received
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Authorization)
     hung_up: list[bool] = field(default_factory=list)
     trickling: int = 0  # trickled answers begun
@@ -118,12 +119,13 @@ class StubServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
                 stub._record(self, "POST")
                 if self.path.endswith("/embeddings"):
-                    return stub._embed(self, body)
-                with stub._lock:
-                    n_chat = sum(p.endswith("/chat/completions") for _, p, _ in stub.seen)
+                    return stub._embed(self, json.loads(raw or b"{}"))
+                with stub._lock:  # counted, not a scan of everything seen: the stub costs the same at any n
+                    stub.chats += self.path.endswith("/chat/completions")
+                    n_chat = stub.chats
                 if stub.chat == "echo_auth" or n_chat <= stub.echo_first:
                     text = f"bad request\x1b[2J\x00; you sent {self.headers.get('Authorization')}"
                     return stub._json(self, 400, text.encode())  # raw: a JSON encoder would escape them
