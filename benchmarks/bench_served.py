@@ -9,8 +9,10 @@ it answers 429 above that many requests in service, like an overloaded one. The 
 paper protocol (``generate``), images encoded ahead as the engine's preparation pool does.
 
 Rows: throughput vs ``MIQA_OPENAI_CONCURRENCY`` (1, 4, 16, 64) as requests/s and as a share of the
-ideal ``concurrency / service time``; the client's own ceiling (service time 0, concurrency 64);
-an overloaded server (capacity 16, cap 64): the adaptive limit backs off to the capacity.
+ideal ``concurrency / service time``; the client's own ceiling (service time 0, concurrency 64)
+with the CPU time per request of the client (this process, ``getrusage``) and of the test server
+(its process, ``/proc/<pid>/stat``; Linux only); an overloaded server (capacity 16, cap 64): the
+adaptive limit backs off to the capacity.
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ print(stub.port, flush=True)
 sys.stdin.read()
 print(stub.peak_in_service, stub.refused, flush=True)
 """
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process, or of process ``pid`` (Linux ``/proc``; nan elsewhere)."""
+    if pid is None:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return float("nan")
 
 
 @contextmanager
@@ -73,8 +90,10 @@ def requests_for(n: int) -> list[Any]:
     ]
 
 
-def throughput(url: str, concurrency: int, n: int) -> tuple[float, dict[str, Any]]:
-    """Requests/s of one ``score`` call over ``n`` requests at this concurrency cap."""
+def throughput(url: str, concurrency: int, n: int, server_pid: int | None = None) -> tuple[float, dict[str, Any]]:
+    """Requests/s of one ``score`` call over ``n`` requests at this concurrency cap; ``info`` has the
+    judge's counts, its limit at the end and the CPU ms per request of this process (``client_ms``)
+    and of the server process (``server_ms``, when ``server_pid`` is given)."""
     from miqa_checks.judges.base import JudgeSettings
     from miqa_checks.judges.openai_judge import OpenAIJudge
 
@@ -82,13 +101,17 @@ def throughput(url: str, concurrency: int, n: int) -> tuple[float, dict[str, Any
     judge = OpenAIJudge(f"openai:{url}#stub-vlm", JudgeSettings(method="generate", max_new_tokens=8))
     judge.identity()  # probe the server once, outside the timing
     reqs = requests_for(n)
+    cpu0, server0 = cpu_s(), cpu_s(server_pid) if server_pid else float("nan")
     start = time.perf_counter()
     results = judge.score(reqs)
     wall = time.perf_counter() - start
+    client_ms = (cpu_s() - cpu0) / n * 1000
+    server_ms = ((cpu_s(server_pid) if server_pid else float("nan")) - server0) / n * 1000
     bad = sum(r.error is not None for r in results)
     if bad:
         raise RuntimeError(f"{bad} of {n} requests failed: {results[0].error}")
-    info = {**judge.stats(), "limit": getattr(getattr(judge, "_limit", None), "limit", concurrency)}
+    info = {**judge.stats(), "limit": getattr(getattr(judge, "_limit", None), "limit", concurrency),
+            "client_ms": client_ms, "server_ms": server_ms}
     judge.close()
     return n / wall, info
 
@@ -114,11 +137,15 @@ def run(repeats: int = 3, service_ms: float = 50.0, quick: bool = False) -> list
                                      candidate="openai judge", baseline_s=None, candidate_s=None,
                                      values=[r / ideal for r in rates], unit="%", goal_op=">=", goal_value=0.8,
                                      note="a share well below 100 % at high concurrency is the client's ceiling"))
-        with served(0.0) as (url, _):
-            rates = [throughput(url, 64, ceiling_n)[0] for _ in range(repeats)]
+        with served(0.0) as (url, proc):
+            runs = [throughput(url, 64, ceiling_n, proc.pid) for _ in range(repeats)]
             rows.append(make_row("served", "client ceiling (service 0 ms, concurrency 64)", baseline="-",
-                                 candidate="openai judge", baseline_s=None, candidate_s=None, values=rates, unit="req/s",
-                                 note=f"{ceiling_n} requests; the server (one process) shares the machine's cores; load {load:.1f}"))
+                                 candidate="openai judge", baseline_s=None, candidate_s=None, values=[r for r, _ in runs],
+                                 unit="req/s", note=f"{ceiling_n} requests; the server (one process) shares the machine's cores; load {load:.1f}"))
+            for key, who in (("client_ms", "client (this process)"), ("server_ms", "test server (its process)")):
+                rows.append(make_row("served", f"CPU per request at the ceiling: {who}", baseline="-", candidate="openai judge",
+                                     baseline_s=None, candidate_s=None, values=[i[key] for _, i in runs], unit="ms",
+                                     note="user + system CPU time / requests"))
         with served(service, capacity=16) as (url, proc):
             runs = [throughput(url, 64, overload_n) for _ in range(repeats)]
             ideal = 16 / service
