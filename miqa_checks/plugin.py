@@ -60,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = MiqaState(config, {dest: config.getoption(f"miqa_{dest}") for dest, _, _ in _OPTIONS.values()})
     config.stash[STATE] = state
     config.pluginmanager.register(state, "miqa-state")
+    config.add_cleanup(state.thaw)  # registered before the other plugins' cleanups: runs after them
     if _is_xdist_controller(config):
         state.setup()  # the controller collects nothing: check the options before the workers start
 
@@ -121,6 +122,7 @@ def miqa_engine(request: pytest.FixtureRequest):
             engine.prepare(selected)
     except MiqaUsageError as exc:  # e.g. a data source with no readable image: stop, say why
         pytest.exit(f"miqa: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    state.freeze_heap()  # the items and the results live to the end: no full collection walks them again
     yield engine
     # closed in pytest_sessionfinish, after its results are written
 
@@ -177,6 +179,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .runtime import finish_session
 
     gate_failure = finish_session(state, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    state.freeze_heap()  # what the test loop kept (reports, rows) is alive to the end too
     if gate_failure and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -8,6 +8,7 @@ controller, which never collects, sets up in ``pytest_configure`` instead. Light
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -53,6 +54,7 @@ class MiqaState:
         self.engine: Any = None
         self.gate_lines: list[str] = []  # failed requests per model, undecided cells (set at finish)
         self._previous_sigterm: Any = None
+        self._froze = False
 
     # -- setup: only once an audit test is collected (or on an xdist controller)
     @property
@@ -135,6 +137,19 @@ class MiqaState:
                                                   deterministic={p.name for p in REGISTRY if p.deterministic})
         return self._family[cell]
 
+    def freeze_heap(self) -> None:
+        """Move every object alive now into the garbage collector's permanent generation
+        (``gc.freeze``): the engine's tens of thousands of results and the test items are alive
+        until the end, and every full collection (and pytest's at unconfigure) traversed them
+        again. :meth:`thaw` (a config cleanup registered first, so it runs last) undoes it."""
+        gc.freeze()
+        self._froze = True
+
+    def thaw(self) -> None:
+        if self._froze:
+            gc.unfreeze()
+            self._froze = False
+
     def _catch_sigterm(self) -> None:
         """SIGTERM (CI cancellation, ``timeout``) ends an audit run like Ctrl-C: stored batches kept,
         partial reports marked interrupted."""
@@ -150,7 +165,6 @@ class MiqaState:
     def pytest_collection_modifyitems(self) -> None:
         if self.usage_error is not None:
             raise self.usage_error
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.active and not self.is_worker:
             record_case(self, report)
