@@ -105,7 +105,13 @@ def group_codes(groups: Sequence[object] | np.ndarray | None, n: int) -> np.ndar
     g = np.asarray(groups, dtype=object).reshape(-1)
     if g.size != n:
         raise ValueError(f"groups has {g.size} entries for {n} images")
-    _, codes = np.unique(g.astype(str), return_inverse=True)
+    return _codes(tuple(str(x) for x in g)).copy()
+
+
+@lru_cache(maxsize=256)
+def _codes(labels: tuple[str, ...]) -> np.ndarray:
+    """Codes of group labels (memoised: every cell of a dataset has the same groups)."""
+    _, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
     return codes.astype(float)
 
 
