@@ -130,3 +130,23 @@ def test_images_sent_to_a_pool_process_arrive_read_only():
     assert np.array_equal(sent, image) and not sent.flags.writeable and job.tasks[1].image is None
     registry.image_digest(sent)
     assert registry._DIGESTS[id(sent)][0]() is sent  # memoised
+
+
+@pytest.mark.parametrize("prep, committer", [("thread", "miqa-store"), ("0", "MainThread")])
+def test_scored_batches_are_committed_off_the_judges_thread(tmp_path, monkeypatch, prep, committer):
+    """Pipelined, the store commits a batch on its own thread while the judge scores the next
+    (serial: on the caller's); every scored batch is stored by the time prepare() returns."""
+    monkeypatch.setenv(pipeline.ENV, prep)
+    engine, cells = _engine(tmp_path, "w", "sim-robust")
+    real = engine.store.put_many
+    threads: list[str] = []
+
+    def put_many(items):
+        threads.append(threading.current_thread().name)
+        real(items)
+
+    monkeypatch.setattr(engine.store, "put_many", put_many)
+    engine.prepare(cells)
+    assert len(threads) > 3 and set(threads) == {committer}
+    assert len(engine.store.get_many([i.key for i in engine.plan(cells)])) == engine.inferred
+    engine.close()

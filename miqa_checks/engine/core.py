@@ -4,12 +4,14 @@ It turns the selected cells into per-image requests keyed by everything that det
 answer (``keys``), forms batches from the whole plan and shares whole batches out to the xdist
 workers (``plan``, ``workers``), and computes only what the result store lacks: the next batches
 are prepared in a pool while the judge scores the current one (``pipeline``), and each batch is
-committed to the store as soon as it is scored. Models load lazily, once per process, and not at
-all when everything needed is stored.
+committed to the store as soon as it is scored, on a thread of its own while the judge scores the
+next (``writer``). Models load lazily, once per process, and not at all when everything needed is
+stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -28,6 +30,7 @@ from .pipeline import Preparer, choose
 from .plan import WorkItem, batch_owner, plain, plan_batches, wanted
 from .prepare import Job, Prepared, Task
 from .workers import Heartbeat, Peers
+from .writer import StoreWriter
 
 
 class Engine:
@@ -182,16 +185,23 @@ class Engine:
         processes, threaded = choose(len(pending), self.worker_count)
         preparer = Preparer(processes, threaded=threaded)
         self.preparation = preparer.mode
+        writer = StoreWriter(self.store) if preparer.mode != "inline" else None  # inline: the serial engine
+        commit = writer.put if writer is not None else self.store.put_many
         bar = _progress(len(pending), f"miqa {self.worker}", self.progress)
         try:
             for batch, prepared in zip(todo, preparer.map(self._job(b) for b in todo)):
-                self._run_batch(batch, prepared)
+                self._run_batch(batch, prepared, commit)
                 bar.update(len(batch))
         except BaseException:
-            preparer.stop()  # Ctrl-C, SIGTERM, a judge bug: the pool stops now; stored batches stay
+            preparer.stop()  # Ctrl-C, SIGTERM, a judge bug: the pool stops now; scored batches are stored
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
             raise
         finally:
             bar.close()
+        if writer is not None:
+            writer.close()
         preparer.close()
 
     def _job(self, batch: list[WorkItem]) -> Job:
@@ -239,7 +249,10 @@ class Engine:
             judge_input=prepared.judge_input,
         )
 
-    def _run_batch(self, batch: list[WorkItem], prepared: list[Prepared]) -> None:
+    def _run_batch(
+        self, batch: list[WorkItem], prepared: list[Prepared], commit: Callable[[list[tuple[str, ScoreResult]]], None],
+    ) -> None:
+        """Score the batch's prepared requests and ``commit`` (key, result) pairs (failed ones too)."""
         model = batch[0].model
         method = self.settings["scoring"]
         requests: list[ScoreRequest] = []
@@ -261,7 +274,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - a judge bug must not end the audit; it is recorded
                 results = self._score_alone(model, requests, exc)
             done += list(zip(ready, results))
-        self.store.put_many((item.key, result) for item, result in done)
+        commit([(item.key, result) for item, result in done])
         self._results.update({item.key: result for item, result in done})
 
     def _score_alone(self, model: str, requests: list[ScoreRequest], exc: Exception) -> list[ScoreResult]:
