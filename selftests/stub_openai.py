@@ -14,6 +14,7 @@ Authorization header, or offers an ``/embeddings`` endpoint that does or does no
 ``service_s``:  each chat answer is held that long (a sleep: service time without CPU).
 ``capacity``:   when > 0, a chat request arriving while that many are in service gets 429 (an
                 overloaded server), for the client's adaptive concurrency.
+``tls``:        (certificate file, key file): serve HTTPS (``base_url`` says ``https``).
 
 Records every request (:attr:`StubServer.seen`), the connections it accepted
 (:attr:`StubServer.connections`) and, for trickled answers, whether the client hung up before the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +45,7 @@ class StubServer:
     echo_first: int = 0
     service_s: float = 0.0
     capacity: int = 0
+    tls: tuple[str, str] | None = None
     in_service: int = 0
     peak_in_service: int = 0
     refused: int = 0
@@ -58,6 +61,10 @@ class StubServer:
         self._ended = threading.Condition(self._lock)
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -65,7 +72,7 @@ class StubServer:
         return self._server.server_address[1]
 
     def base_url(self, userinfo: str = "") -> str:
-        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}/v1"
 
     def start(self) -> "StubServer":
         self._thread.start()

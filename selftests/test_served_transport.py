@@ -187,3 +187,53 @@ def test_request_bodies_splice_the_image_in_without_encoding_it_again(monkeypatc
         stub.stop()
     assert result.error is None
     assert seen and not any(seen)  # the encoder never scanned the image's data URL again
+
+
+def test_a_connection_cut_off_at_its_deadline_is_never_reused(monkeypatch):
+    """The probe's connection goes back to the pool; the next request on it runs past its deadline
+    and is cut off; the request after that must get a new connection (on the old one it would read
+    the late answer of the request before)."""
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "1")
+    monkeypatch.setenv("MIQA_OPENAI_RETRIES", "1")
+    monkeypatch.setenv("MIQA_OPENAI_TIMEOUT", "0.5")
+    stub = StubServer(service_s=3.0, answer="Rating: 2/5").start()
+    judge = _judge(stub)
+    try:
+        judge.identity()  # one connection, kept alive
+        (late,) = judge.score(_requests(1))
+        stub.service_s, stub.answer = 0.0, "Rating: 4/5"
+        (fresh,) = judge.score(_requests(1))
+    finally:
+        judge.close()
+        stub.stop()
+    assert late.error is not None and late.error.startswith("timeout"), late
+    assert fresh.error is None and fresh.score == 4.0, fresh  # not the late 2/5 of the request before
+    assert stub.connections == 2
+
+
+def test_https_checks_the_certificate_and_keeps_connections_alive(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    from miqa_checks.errors import JudgeError
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=120)
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
+    stub = StubServer(tls=(str(cert), str(key))).start()
+    try:
+        with pytest.raises(JudgeError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted yet
+            _judge(stub).identity()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted as httpx's context trusts it
+        judge = _judge(stub)
+        results = judge.score(_requests(8))
+        judge.close()
+    finally:
+        stub.stop()
+    assert stub.base_url().startswith("https://")
+    assert all(r.error is None and r.score == 3.0 for r in results)
+    assert stub.connections <= 2  # at most one per slot (the refused handshake never reached a handler)

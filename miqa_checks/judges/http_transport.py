@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 #: an answer larger than this (bytes) is refused (a runaway server must not fill memory)
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -211,7 +211,7 @@ class Transport:
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.https else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.prefix = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         default_port = self.port == (443 if self.https else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         head = {"Host": host if default_port else f"{host}:{self.port}", **headers}
@@ -222,7 +222,6 @@ class Transport:
         self._idle: list[_Connection] = []
         self._open: set[_Attempt] = set()
         self._cancelled = False
-        self.connections_made = 0
 
     def request(self, method: str, path: str, body: bytes | None, *, deadline_s: float, connect_s: float) -> Response:
         """One attempt, answer read whole within ``deadline_s`` seconds (connecting within ``connect_s``).
@@ -241,6 +240,8 @@ class Transport:
             attempt.attach(conn)
             response, reusable = self._exchange(conn, method, path, body)
         except (OSError, TransportError, ValueError) as exc:
+            if conn is not None:  # a failed exchange leaves the connection in an unknown state
+                conn.close()
             if attempt.aborted == "cancelled":
                 raise Cancelled() from None
             if attempt.aborted == "deadline":
@@ -297,8 +298,6 @@ class Transport:
         except OSError as exc:
             sock.close()
             raise ConnectError(f"{type(exc).__name__}: {exc}") from None
-        with self._lock:
-            self.connections_made += 1
         return _Connection(sock)
 
     def _ssl_context(self) -> Any:
