@@ -237,3 +237,117 @@ def test_https_checks_the_certificate_and_keeps_connections_alive(tmp_path, monk
     assert stub.base_url().startswith("https://")
     assert all(r.error is None and r.score == 3.0 for r in results)
     assert stub.connections <= 2  # at most one per slot (the refused handshake never reached a handler)
+
+
+class _TunnelProxy:
+    """A CONNECT-only proxy on 127.0.0.1: records each CONNECT line and pipes bytes both ways."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.connects: list[str] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client) -> None:
+        import socket
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return client.close()
+            head += chunk
+        line = head.split(b"\r\n", 1)[0].decode()
+        self.connects.append(line)
+        host, _, port = line.split()[1].rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(2)
+                except OSError:
+                    pass
+            source.close()
+
+    def stop(self) -> None:
+        self._server.close()
+
+
+def _no_proxy_env(monkeypatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_proxies_from_the_environment_are_used_as_httpx_used_them(tmp_path, monkeypatch):
+    """Plain HTTP in absolute form to the proxy (here the stub itself answers as the proxy);
+    NO_PROXY bypasses it."""
+    from selftests.servers import free_port
+
+    _no_proxy_env(monkeypatch)
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
+    stub = StubServer().start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://proxyuser:proxypw@127.0.0.1:{stub.port}")
+        judge = load_judge("openai:http://upstream.invalid:9/v1#stub-vlm", JudgeSettings(method="generate"))
+        results = judge.score(_requests(4))
+        judge.close()
+        paths = stub.paths()
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = _judge(stub)
+        bypassed = direct.score(_requests(2))
+        direct.close()
+    finally:
+        stub.stop()
+    assert all(r.error is None and r.score == 3.0 for r in results + bypassed)
+    assert len(paths) == 5 and all(p.startswith("http://upstream.invalid:9/v1/") for p in paths)
+    assert stub.paths()[5:] == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_https_through_a_proxy_tunnel(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=120)
+    _no_proxy_env(monkeypatch)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
+    stub = StubServer(tls=(str(cert), str(key))).start()
+    proxy = _TunnelProxy()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    try:
+        judge = _judge(stub)
+        results = judge.score(_requests(6))
+        judge.close()
+    finally:
+        proxy.stop()
+        stub.stop()
+    assert all(r.error is None and r.score == 3.0 for r in results)
+    assert proxy.connects and set(proxy.connects) == {f"CONNECT 127.0.0.1:{stub.port} HTTP/1.1"}
+    assert len(proxy.connects) == stub.connections <= 2  # tunnels kept alive like connections

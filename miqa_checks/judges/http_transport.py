@@ -12,11 +12,14 @@ it returns at once, and that connection is closed, never reused. A connection go
 pool only after an answer was read whole and the server did not ask to close it.
 
 HTTPS uses httpx's SSL context (certifi, ``SSL_CERT_FILE``), so certificates are checked as before.
-Proxies (``HTTP_PROXY`` ...) are not used: the judge talks to the server directly.
+Proxies from the environment are used as httpx used them (``HTTP_PROXY``, ``HTTPS_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``; an ``http://`` proxy, with basic auth from its userinfo): plain HTTP
+goes to the proxy in absolute form, HTTPS through a ``CONNECT`` tunnel.
 """
 
 from __future__ import annotations
 
+import base64
 import heapq
 import itertools
 import json
@@ -26,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 #: an answer larger than this (bytes) is refused (a runaway server must not fill memory)
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -211,10 +214,18 @@ class Transport:
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.https else 80)
-        self.prefix = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         default_port = self.port == (443 if self.https else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        head = {"Host": host if default_port else f"{host}:{self.port}", **headers}
+        self._authority = host if default_port else f"{host}:{self.port}"
+        self._proxy, proxy_auth = _env_proxy(parts.scheme, self.host)
+        head = {"Host": self._authority, **headers}
+        if self._proxy and not self.https:  # the proxy reads the whole URL; a tunnel needs neither
+            self._target = f"http://{self._authority}"
+            head.update({"Proxy-Authorization": proxy_auth} if proxy_auth else {})
+        else:
+            self._target = ""
+        self._proxy_auth = proxy_auth
+        self._target += quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         self._head = "".join(f"{k}: {v}\r\n" for k, v in head.items())
         self._watchdog = watchdog
         self._ssl: Any = None
@@ -284,14 +295,19 @@ class Transport:
             conn.close()
 
     def _connect(self, connect_s: float) -> _Connection:
+        if isinstance(self._proxy, str):
+            raise ConnectError(self._proxy)
+        host, port = self._proxy or (self.host, self.port)
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=connect_s)
+            sock = socket.create_connection((host, port), timeout=connect_s)
         except socket.timeout:
-            raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {connect_s:g} s") from None
+            raise ConnectTimeout(f"no connection to {host}:{port} within {connect_s:g} s") from None
         except OSError as exc:
             raise ConnectError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._proxy and self.https:
+                self._tunnel(sock)
             if self.https:
                 sock = self._ssl_context().wrap_socket(sock, server_hostname=self.host)
             sock.settimeout(None)  # blocking: the deadline thread ends a stuck read
@@ -299,6 +315,15 @@ class Transport:
             sock.close()
             raise ConnectError(f"{type(exc).__name__}: {exc}") from None
         return _Connection(sock)
+
+    def _tunnel(self, sock: socket.socket) -> None:
+        """Ask the proxy for a tunnel to the server (``CONNECT``); ConnectError unless it says 200."""
+        auth = f"Proxy-Authorization: {self._proxy_auth}\r\n" if self._proxy_auth else ""
+        sock.sendall(f"CONNECT {self._authority} HTTP/1.1\r\nHost: {self._authority}\r\n{auth}\r\n".encode("latin-1"))
+        with sock.makefile("rb", buffering=0) as reader:  # unbuffered: the TLS bytes after it are not read here
+            _, status, _ = _read_head(reader)
+        if status != 200:
+            raise ConnectError(f"the proxy answered HTTP {status} to CONNECT {self._authority}")
 
     def _ssl_context(self) -> Any:
         if self._ssl is None:
@@ -309,7 +334,7 @@ class Transport:
 
     def _exchange(self, conn: _Connection, method: str, path: str, body: bytes | None) -> tuple[Response, bool]:
         """Send the request, read the answer: (response, whether the connection may be reused)."""
-        head = f"{method} {self.prefix}/{path} HTTP/1.1\r\n{self._head}"
+        head = f"{method} {self._target}/{path} HTTP/1.1\r\n{self._head}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         data = (head + "\r\n").encode("latin-1") + (body or b"")
@@ -330,6 +355,29 @@ class Transport:
                 self._idle.append(conn)
                 return
         conn.close()
+
+
+def _env_proxy(scheme: str, host: str) -> tuple[tuple[str, int] | str | None, str | None]:
+    """The proxy the environment names for ``scheme://host`` as (host, port), or a reason it cannot
+    be used (str), or None; and its ``Proxy-Authorization`` value (basic, from its userinfo)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or urllib.request.proxy_bypass_environment(host, proxies):
+        return None, None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme != "http" or not parts.hostname or not port:
+        return f"the {scheme} proxy from the environment is not a usable http:// proxy URL", None
+    auth = None
+    if parts.username is not None:
+        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(token).decode("ascii")
+    return (parts.hostname, port), auth
 
 
 def _read_line(reader: Any) -> bytes:
