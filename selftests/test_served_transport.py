@@ -351,3 +351,22 @@ def test_https_through_a_proxy_tunnel(tmp_path, monkeypatch):
     assert all(r.error is None and r.score == 3.0 for r in results)
     assert proxy.connects and set(proxy.connects) == {f"CONNECT 127.0.0.1:{stub.port} HTTP/1.1"}
     assert len(proxy.connects) == stub.connections <= 2  # tunnels kept alive like connections
+
+
+def test_a_connection_in_flight_at_close_is_closed_when_its_answer_ends(monkeypatch):
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "1")
+    stub = StubServer(service_s=0.5).start()
+    judge = _judge(stub)
+    try:
+        judge.identity()
+        transport = judge._transport
+        outcome: list = []
+        scorer = threading.Thread(target=lambda: outcome.append(judge.score(_requests(1))), daemon=True)
+        scorer.start()
+        assert stub.wait_in_service(1)
+        judge.close()  # while the answer is on its way
+        scorer.join(120)  # a liveness bound, not a speed threshold
+    finally:
+        stub.stop()
+    assert len(outcome) == 1 and outcome[0][0].error is None
+    assert transport._idle == []  # not pooled after close(): nothing would ever close it

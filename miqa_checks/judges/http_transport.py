@@ -233,6 +233,7 @@ class Transport:
         self._idle: list[_Connection] = []
         self._open: set[_Attempt] = set()
         self._cancelled = False
+        self._closed = False
 
     def request(self, method: str, path: str, body: bytes | None, *, deadline_s: float, connect_s: float) -> Response:
         """One attempt, answer read whole within ``deadline_s`` seconds (connecting within ``connect_s``).
@@ -276,8 +277,9 @@ class Transport:
             attempt.abort("cancelled")
 
     def close(self) -> None:
-        """Close the idle connections (attempts in flight close theirs when they end)."""
+        """Close the idle connections; attempts in flight close theirs when they end."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -351,7 +353,7 @@ class Transport:
         if conn is None:
             return
         with self._lock:
-            if reusable and not self._cancelled:
+            if reusable and not (self._cancelled or self._closed):
                 self._idle.append(conn)
                 return
         conn.close()

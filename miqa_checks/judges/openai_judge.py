@@ -46,7 +46,8 @@ a server that trickles one byte a second is cut off there), kept by one deadline
 attempts (``judges.http_transport``). Connections are kept alive, one request at a time each; at
 the deadline, or on :meth:`OpenAIJudge.cancel` (any thread, e.g. a SIGTERM handler), the
 attempt's socket is shut down, the waiting thread returns at once and that connection is
-discarded, never reused.
+discarded, never reused. ``https`` certificates are checked as httpx checks them (certifi,
+``SSL_CERT_FILE``); ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` are honoured.
 
 Embeddings: the chat API gives no hidden states. On first need the judge asks once whether
 ``POST {base_url}/embeddings`` embeds images for the same model (two small different images in
