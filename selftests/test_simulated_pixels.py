@@ -1,6 +1,6 @@
-"""The simulated judge's pixel features (thumbnail, content term) are a pure function of the pixels:
-the fast formulation gives the plain one's values bit for bit (scores and embeddings of stored
-runs do not move)."""
+"""The simulated judge's pixel features (thumbnail, content term) and its level distributions: the
+fast formulations give the plain ones' values bit for bit (scores, probabilities and embeddings of
+stored runs do not move)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,32 @@ def test_thumbnail_and_content_term_equal_the_plain_formulation_bit_for_bit() ->
         thumb = S.thumbnail(image)
         assert thumb.dtype == np.float32 and thumb.tobytes() == _plain_thumbnail(image).tobytes(), image.shape
         assert S.content_term(thumb) == _plain_content_term(thumb)
+
+
+def _plain_level_probs(scores: np.ndarray) -> np.ndarray:
+    levels = np.arange(1.0, 6.0)
+    s = np.clip(np.asarray(scores, dtype=float), 1.0, 5.0)
+    logb = -((levels[None, :] - s[:, None]) ** 2) / (2 * 0.6**2)
+    lo, hi = np.full(s.shape, -80.0), np.full(s.shape, 80.0)
+
+    def dist(theta: np.ndarray) -> np.ndarray:
+        z = logb + theta[:, None] * levels[None, :]
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        up = dist(mid) @ levels < s
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    p = dist((lo + hi) / 2)
+    p[s <= 1.0 + 1e-12] = np.eye(5)[0]
+    p[s >= 5.0 - 1e-12] = np.eye(5)[4]
+    return p
+
+
+def test_level_probs_equal_the_plain_bisection_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 32, 256):
+        scores = np.concatenate([rng.uniform(0.5, 5.5, n), [1.0, 5.0, 3.0, 1.0000001, 4.9999999]])
+        assert S.level_probs(scores).tobytes() == _plain_level_probs(scores).tobytes()

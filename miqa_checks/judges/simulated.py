@@ -321,25 +321,37 @@ def _hash_normal(*parts: object) -> float:
 
 
 def level_probs(scores: np.ndarray) -> np.ndarray:
-    """(m,) scores in [1, 5] -> (m, 5) distributions over levels 1..5 whose means equal the scores."""
+    """(m,) scores in [1, 5] -> (m, 5) distributions over levels 1..5 whose means equal the scores.
+
+    Each row is a Gaussian bump around its score, exponentially tilted by ``theta`` found by 64
+    bisection steps; the steps write into preallocated buffers (the work is per-call overhead on
+    small arrays)."""
     s = np.clip(np.asarray(scores, dtype=float), 1.0, 5.0)
     logb = -((_LEVELS[None, :] - s[:, None]) ** 2) / (2 * _PROBS_SD**2)
     lo = np.full(s.shape, -80.0)
     hi = np.full(s.shape, 80.0)
+    mid = np.empty(s.shape)
+    up = np.empty(s.shape, dtype=bool)
+    z = np.empty_like(logb)
+    col = np.empty(s.shape + (1,))
 
     def dist(theta: np.ndarray) -> np.ndarray:
-        z = logb + theta[:, None] * _LEVELS[None, :]
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        """The tilted distributions, in ``z`` (overwritten by the next call)."""
+        np.multiply(theta[:, None], _LEVELS[None, :], out=z)
+        np.add(logb, z, out=z)
+        np.maximum.reduce(z, axis=1, keepdims=True, out=col)
+        np.subtract(z, col, out=z)
+        np.exp(z, out=z)
+        np.add.reduce(z, axis=1, keepdims=True, out=col)
+        return np.divide(z, col, out=z)
 
     for _ in range(64):
-        mid = (lo + hi) / 2
-        m = dist(mid) @ _LEVELS
-        up = m < s
-        lo = np.where(up, mid, lo)
-        hi = np.where(up, hi, mid)
-    p = dist((lo + hi) / 2)
+        np.add(lo, hi, out=mid)
+        mid /= 2
+        np.less(dist(mid) @ _LEVELS, s, out=up)
+        np.copyto(lo, mid, where=up)
+        np.copyto(hi, mid, where=~up)
+    p = dist((lo + hi) / 2).copy()
     edge_lo, edge_hi = s <= 1.0 + 1e-12, s >= 5.0 - 1e-12
     p[edge_lo] = np.eye(5)[0]
     p[edge_hi] = np.eye(5)[4]
