@@ -60,6 +60,7 @@ class Engine:
         self._items: dict[tuple[str, str, str, RequestSpec], WorkItem] = {}
         self._keys: dict[tuple[str, str, str, RequestSpec], str] = {}
         self._params: dict[tuple[str, str], dict[str, Any]] = {}
+        self._values_memo: dict[tuple[str, int, str], dict[str, Any]] = {}
         self.used: dict[str, WorkItem] = {}
         self.inferred = 0  # requests this process sent to a judge
         self.preparation = "none"  # how the last computation prepared its batches (for benchmarks)
@@ -221,7 +222,7 @@ class Engine:
     def _condition_task(self, dataset: str, record: ImageRecord, condition: str) -> Task:
         """A built-in corruption is made in the pool; a published image is looked up and a user
         corruption (its code may live in a conftest the pool cannot import) is made here."""
-        from ..conditions.registry import REGISTRY, _apply_checked, _fn_values, check_image, parameters, parse_condition
+        from ..conditions.registry import REGISTRY, _apply_checked, check_image, parse_condition
 
         name, severity = parse_condition(condition)
         if self.settings["corruption_source"] == "precorrupted":
@@ -230,12 +231,22 @@ class Engine:
             if image is None:
                 raise ValueError(f"no published corrupted image for {condition} in {dataset}")
             return Task(image)
-        values = _fn_values(parameters(name, severity, self.settings["corruption_params"], record.modality))
+        values = self._values(name, severity, record.modality)
         check_image(record.image)
         entry = REGISTRY[name]
         if getattr(entry.fn, "__module__", "").startswith("miqa_checks."):
             return Task(record.image, name, severity, values, self.settings.seed)
         return Task(_apply_checked(record.image, entry, severity, values, self.settings.seed))
+
+    def _values(self, name: str, severity: int, modality: str) -> dict[str, Any]:
+        """What a corruption's function is called with, resolved once per corruption, severity and
+        modality (the judge's thread builds every batch's tasks)."""
+        index = (name, severity, modality)
+        if index not in self._values_memo:
+            from ..conditions.registry import _fn_values, parameters
+
+            self._values_memo[index] = _fn_values(parameters(name, severity, self.settings["corruption_params"], modality))
+        return self._values_memo[index]
 
     def _request(self, item: WorkItem, prepared: Prepared) -> ScoreRequest:
         record = self.images.record(item.dataset, item.image_id)
