@@ -107,16 +107,29 @@ def miqa_settings(pytestconfig: pytest.Config):
     return pytestconfig.stash[STATE].settings
 
 
+#: The test item being set up (items run one at a time in a process): the miqa fixtures read it
+#: instead of taking pytest's ``request`` fixture, for which pytest builds a fixture definition
+#: (inspecting a signature) on every use, and every item uses a fixture's arguments again: a tenth
+#: of a warm run's wall over its 2 000 items.
+_ITEM: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _ITEM[:] = [item]
+
+
 @pytest.fixture(scope="session")
-def miqa_engine(request: pytest.FixtureRequest):
+def miqa_engine():
     """The engine, with every request the selected cells need computed (or read from the store)."""
-    state: MiqaState = request.config.stash[STATE]
+    session = _ITEM[0].session  # not ``request``: pytest asks a fixture's arguments again for every item
+    state: MiqaState = session.config.stash[STATE]
     from .runtime import build_engine
 
-    selected = [item.callspec.params["miqa_cell"] for item in request.session.items if _cell_of(item) is not None]
+    selected = [item.callspec.params["miqa_cell"] for item in session.items if _cell_of(item) is not None]
     engine = build_engine(state)
     state.engine = engine
-    capture = request.config.pluginmanager.getplugin("capturemanager")
+    capture = session.config.pluginmanager.getplugin("capturemanager")
     try:
         with capture.global_and_fixture_disabled():
             engine.prepare(selected)
@@ -128,16 +141,17 @@ def miqa_engine(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def miqa(request: pytest.FixtureRequest, miqa_cell: Cell, miqa_engine):
+def miqa(miqa_cell: Cell, miqa_engine):
     """The cell's data and assertion helpers (:class:`~miqa_checks.properties.check.CellCheck`):
     ``scores(request)``, ``tolerance``, ``assert_change_within(cond, ref, pct=...)``, ... The one
     ``assert_*`` call records the matrix row, the JUnit properties and the outcome."""
     from .runtime import cell_check
 
-    state: MiqaState = request.config.stash[STATE]
-    check = cell_check(request.node, miqa_cell, miqa_engine, state, ROW,
-                       override=getattr(request.function, "miqa_tolerance", None))
-    request.node.stash[CHECK] = check
+    node = _ITEM[0]
+    state: MiqaState = node.config.stash[STATE]
+    check = cell_check(node, miqa_cell, miqa_engine, state, ROW,
+                       override=getattr(getattr(node, "function", None), "miqa_tolerance", None))
+    node.stash[CHECK] = check
     return check
 
 
