@@ -370,3 +370,26 @@ def test_a_connection_in_flight_at_close_is_closed_when_its_answer_ends(monkeypa
         stub.stop()
     assert len(outcome) == 1 and outcome[0][0].error is None
     assert transport._idle == []  # not pooled after close(): nothing would ever close it
+
+
+def test_worker_threads_are_kept_from_batch_to_batch_until_close(monkeypatch):
+    monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "4")
+    stub = StubServer(service_s=0.01).start()
+    judge = _judge(stub)
+
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("miqa-openai")}
+
+    try:
+        first = judge.score(_requests(12))
+        after_first = workers()
+        second = judge.score(_requests(12))
+        after_second = workers()
+        judge.close()
+        after_close = workers()
+    finally:
+        stub.stop()
+    assert all(r.error is None for r in first + second)
+    assert 0 < len(after_first) <= 4  # was 0: each batch started and joined its own threads
+    assert after_second == after_first  # the same threads served the second batch
+    assert not after_close

@@ -293,6 +293,7 @@ class OpenAIJudge(Judge):
         self._embed_source: str | None = None
         self._embed_lock = threading.Lock()
         self._transport: http.Transport | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._ready = False
         self._server_model_id: str | None = None
@@ -603,9 +604,10 @@ class OpenAIJudge(Judge):
         self._ensure_ready()
         if len(requests) == 1 or self.concurrency == 1:
             return [self._score_safe(r) for r in requests]
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="miqa-openai")
+        pool, futures = self._workers(), []
         try:
-            futures = [pool.submit(self._score_safe, r) for r in requests]
+            for request in requests:
+                futures.append(pool.submit(self._score_safe, request))
             pending = set(futures)
             while pending:  # short waits: a signal handler (Ctrl-C, SIGTERM) runs in this thread promptly
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
@@ -615,9 +617,17 @@ class OpenAIJudge(Judge):
             return [f.result() for f in futures]
         except BaseException:  # interrupted or cancelled: stop the requests in flight, not wait for them
             self.cancel()
+            for future in futures:  # the pending items are not sent
+                future.cancel()
+            wait(futures)  # the ones in flight end at once: their sockets were shut
             raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The judge's worker threads, kept from batch to batch (started as needed, up to the cap)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="miqa-openai")
+            return self._pool
 
     @property
     def default_batch_size(self) -> int:
@@ -712,5 +722,8 @@ class OpenAIJudge(Judge):
     def close(self) -> None:
         with self._lock:
             transport, self._transport = self._transport, None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if transport is not None:
             transport.close()
