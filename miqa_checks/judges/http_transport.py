@@ -173,6 +173,8 @@ class _Connection:
     def stale(self) -> bool:
         """True when the idle connection has something to read: the server closed it (or misbehaved)."""
         try:
+            if not hasattr(select, "poll"):  # Windows
+                return bool(select.select([self.sock], [], [], 0)[0])
             poller = select.poll()
             poller.register(self.sock, select.POLLIN)
             return bool(poller.poll(0))
