@@ -103,9 +103,9 @@ def _files(tmp_path: Path, n: int = 4) -> list[Path]:
 
 def _choose(paths: list[Path], folder: Path, decoded: list[str]):
     def decoder(path: Path):
-        def decode() -> np.ndarray:
+        def decode() -> tuple[np.ndarray, str]:
             decoded.append(path.name)
-            return np.load(path)
+            return np.load(path), ""
         return decode
 
     candidates = [Candidate(p.name, (p,), "npy", decoder(p)) for p in paths]

@@ -9,6 +9,9 @@ followed only when their target resolves inside the source folder; a link that l
 symlink loop or a dangling link is an error record and is never read. Links to folders deeper
 in a dataset are not followed (as before: ``os.walk`` semantics), only checked. The
 group of an image is its DICOM patient / study (keyed hash, see ``groups``), else its own id.
+
+Images are listed without decoding (``candidates``): with a result store, an unchanged file is
+not decoded again (``data.index``: its content hash, reader version and group key name it).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MiqaUsageError
-from ..records import ErrorRecord, ImageRecord
+from ..records import ErrorRecord
 from . import Dataset, groups, ids, readers
-from .select import pick
+from .lazy import Candidate, load_listed
 from .validate import ImageError
 
 
@@ -122,6 +127,12 @@ def layout(root: Path) -> list[_Group]:
     return [_Group(name, *_split(files), tuple(refused)) for name, (_, files, refused) in zip(names, found)]
 
 
+def locator(name: str, salt: bytes) -> str:
+    """An image file's index locator: how it is read (its extension must match its content) and
+    the source's group key (the group found in it is keyed with it)."""
+    return f"file|{readers.extension(Path(name))}|{salt.hex()}"
+
+
 def has_images(root: Path) -> bool:
     """True when the folder (or an immediate subfolder) holds a file with an image extension."""
     return any(group.images for group in layout(root))
@@ -141,25 +152,37 @@ class FolderSource:
     def dataset_names(self) -> list[tuple[str, str]]:
         return [(name, name) for name in self._groups]
 
-    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+    def candidates(self, dataset: str) -> tuple[list[Candidate], list[ErrorRecord]]:
+        """Every image file of ``dataset`` (undecoded; indexed by content and the group key) and
+        the listing's errors (links refused, unsupported files)."""
         if dataset not in self._groups:
             raise MiqaUsageError(f"--miqa-data {self.spec!r} has no dataset {dataset!r} (it has {sorted(self._groups)})")
         group = self._groups[dataset]
         real_root = self.root.resolve()
         salt = groups.salt_for(self.root)
 
-        def load_one(rel: str) -> ImageRecord:
-            path = self.root / rel
+        def guard(path: Path) -> None:
             problem = link_problem(path, real_root)  # again: the tree may have changed since listing
             if problem:
                 raise ImageError(problem)
-            image, image_group = readers.read_grouped(path, salt)
-            return ImageRecord(rel, dataset, dataset, image, source=rel, licence="", group=image_group or "")
+            readers.check_file(path)
 
-        records, errors = pick(group.images, load_one, dataset=dataset, max_images=max_images, seed=seed)
+        def decode(path: Path) -> tuple[np.ndarray, str]:
+            guard(path)
+            image, found = readers.read_grouped(path, salt)
+            return image, found or ""
+
+        candidates = [
+            Candidate(rel, (self.root / rel,), locator(rel, salt), partial(decode, self.root / rel), source=rel,
+                      guard=partial(guard, self.root / rel))
+            for rel in group.images
+        ]
         refused = [ErrorRecord(dataset, rel, reason) for rel, reason in group.refused]
         unsupported = [
             ErrorRecord(dataset, rel, f"unsupported file type '{readers.extension(Path(rel))}' (not an image)")
             for rel in group.others
         ]
-        return Dataset(dataset, dataset, records, refused + unsupported + errors)
+        return candidates, refused + unsupported
+
+    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+        return load_listed(self, dataset, dataset, max_images=max_images, seed=seed)

@@ -2,11 +2,22 @@
 
 A warm rerun must not decode every image again only to key its requests. The index maps
 
-- a file's identity (inode, size, ``mtime_ns``, ``ctime_ns``) to its content hash (sha256 of its
+- a file (named by a hash of its resolved path: the index holds no local path) and its
+  identity (inode, size, ``mtime_ns``, ``ctime_ns``) to its content hash (sha256 of its
   bytes), so an unchanged file is not even read; a file changed within two seconds of being
   hashed is hashed again (its times may not have moved), and a write always moves ``ctime``;
 - (content hashes of the image's files, reader version, where the image lies in them) to what
-  the engine needs without pixels: the pixel digest (:func:`pixel_digest`), bytes, shape, dtype.
+  the engine needs without pixels: the pixel digest (:func:`pixel_digest`), bytes, shape, dtype,
+  and the group the file names (a DICOM's patient / study as the keyed hash the record carries,
+  never the value; the key's locator holds the source's hashing key, so another source folder
+  gets its own entries).
+
+Freshness rule (as git's index): a file whose (inode, size, ``mtime_ns``, ``ctime_ns``) all
+equal those recorded when it was hashed is trusted to hold the same bytes, unless that
+``ctime`` was within ``RACY_NS`` of the hashing (then it is hashed again). Any write moves
+``mtime`` and ``ctime``, and ``ctime`` cannot be set back (``touch -d``/``os.utime`` move it
+too), so an edit that keeps the size and restores the ``mtime`` is still detected; a file that
+is hashed again but has the same bytes keeps its image entries (nothing is decoded).
 
 The reader version (:func:`reader_version`) hashes this package's data-layer source and the
 versions of the decoding libraries, so a changed reader invalidates every entry. Only images
@@ -28,7 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 
 INDEX_NAME = "images.index.json"
-FORMAT = 1
+FORMAT = 2
 #: Packages whose version changes what a file decodes to.
 DECODERS = ("numpy", "pillow", "pydicom", "nibabel", "scikit-image")
 #: A file whose ``ctime`` is this close to when it was hashed is hashed again (racy write).
@@ -44,30 +55,33 @@ def pixel_digest(image: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What keys and batches need of a decoded image: pixel digest, bytes, shape (H, W[, 3]), dtype."""
+    """What keys and batches need of a decoded image: pixel digest, bytes, shape (H, W[, 3]), dtype;
+    group: the group its file names (keyed hash, see ``groups``), "" when none."""
 
     digest: str
     nbytes: int
     shape: tuple[int, ...]
     dtype: str
+    group: str = ""
 
     @classmethod
-    def of(cls, image: np.ndarray) -> "ImageFacts":
-        return cls(pixel_digest(image), int(image.nbytes), tuple(int(s) for s in image.shape), str(image.dtype))
+    def of(cls, image: np.ndarray, group: str = "") -> "ImageFacts":
+        return cls(pixel_digest(image), int(image.nbytes), tuple(int(s) for s in image.shape), str(image.dtype), group)
 
     def to_json(self) -> list[Any]:
-        return [self.digest, self.nbytes, list(self.shape), self.dtype]
+        return [self.digest, self.nbytes, list(self.shape), self.dtype, self.group]
 
     @classmethod
     def from_json(cls, value: Any) -> "ImageFacts | None":
         """None when ``value`` is not a well-formed entry."""
-        if not (isinstance(value, list) and len(value) == 4):
+        if not (isinstance(value, list) and len(value) == 5):
             return None
-        digest, nbytes, shape, dtype = value
+        digest, nbytes, shape, dtype, group = value
         if not (isinstance(digest, str) and len(digest) == 64 and isinstance(nbytes, int) and isinstance(dtype, str)
-                and isinstance(shape, list) and all(isinstance(s, int) and s > 0 for s in shape)):
+                and isinstance(shape, list) and all(isinstance(s, int) and s > 0 for s in shape)
+                and isinstance(group, str)):
             return None
-        return cls(digest, nbytes, tuple(shape), dtype)
+        return cls(digest, nbytes, tuple(shape), dtype, group)
 
 
 def reader_version() -> str:
@@ -84,6 +98,11 @@ def reader_version() -> str:
         except metadata.PackageNotFoundError:
             digest.update(f"{name}=-\0".encode())
     return digest.hexdigest()
+
+
+def path_key(name: str) -> str:
+    """The index's name for a resolved file path: a hash of it (the index holds no local path)."""
+    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), person=b"miqa-index-path", digest_size=16).hexdigest()
 
 
 def _file_entry(value: Any) -> tuple[list[int], str, int] | None:
@@ -131,7 +150,8 @@ class ImageIndex:
         name = str(Path(path).resolve())
         st = os.stat(name)
         stat = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        known = _file_entry(self._files.get(name))
+        where = path_key(name)
+        known = _file_entry(self._files.get(where))
         if known is not None and known[0] == stat and st.st_ctime_ns < known[2] - RACY_NS:
             return known[1]
         digest = hashlib.sha256()
@@ -139,7 +159,7 @@ class ImageIndex:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         sha = digest.hexdigest()
-        self._files[name] = [stat, sha, time.time_ns()]
+        self._files[where] = [stat, sha, time.time_ns()]
         self._dirty = True
         return sha
 

@@ -1,9 +1,11 @@
 """Datasets whose images are decoded only when their pixels are needed.
 
 A source that can list its candidates without decoding them (``Source.candidates``: the
-embedded samples) is chosen through the :class:`~miqa_checks.data.index.ImageIndex`: an image
-the index knows (same file content, same reader) is chosen with its pixel digest and size and
-not decoded; an unknown one is decoded now (so an unreadable one becomes an error record, as in
+embedded samples, a folder, a manifest) is chosen through the
+:class:`~miqa_checks.data.index.ImageIndex`: a candidate's ``guard`` runs first (links, file
+type and size limits: nothing is read before it passes), then an image the index knows (same
+file content, same reader) is chosen with its pixel digest, size and group and not decoded; an
+unknown one is decoded now (so an unreadable one becomes an error record, as in
 ``select.pick``) and indexed. Other sources are read as before and their images hashed here.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,17 +29,22 @@ from .select import pick
 class Candidate:
     """An image a source can take, described without decoding it.
 
-    files: the files its pixels come from; locator: where in them (part, crop, reader options);
-    decode: the uint8 H x W (x 3) image, raising like a source's ``load_one``.
+    files: the files its pixels come from; locator: where in them (part, crop, reader options,
+    the group hashing key); decode: (the uint8 H x W (x 3) image, the group its file names or ""),
+    raising like a source's ``load_one``; guard: raises ImageError when the files must not be
+    read (checked before they are hashed or decoded); group: the group given by the listing (""
+    : the file's, else the image id); where: the file its error record names (default: its id).
     """
 
     image_id: str
     files: tuple[Path, ...]
     locator: str
-    decode: Callable[[], np.ndarray]
+    decode: Callable[[], tuple[np.ndarray, str]]
     source: str = ""
     licence: str = ""
     group: str = ""
+    guard: Callable[[], None] | None = None
+    where: str = ""
 
 
 @dataclass
@@ -47,25 +55,25 @@ class LazyImage:
     dataset: str
     modality: str
     facts: ImageFacts
-    decode: Callable[[], np.ndarray] = field(repr=False)
+    decode: Callable[[], tuple[np.ndarray, str]] = field(repr=False)
     source: str = ""
     licence: str = ""
     group: str = ""
     _record: ImageRecord | None = field(default=None, repr=False)
 
     @classmethod
-    def loaded(cls, record: ImageRecord) -> "LazyImage":
-        """An image a source already decoded (hashed now)."""
+    def loaded(cls, record: ImageRecord, found: str = "") -> "LazyImage":
+        """An image a source already decoded (hashed now); ``found``: the group its file names."""
         image = record.image
-        lazy = cls(record.image_id, record.dataset, record.modality, ImageFacts.of(image), lambda: image,
-                   record.source, record.licence, record.group)
+        lazy = cls(record.image_id, record.dataset, record.modality, ImageFacts.of(image, found),
+                   lambda: (image, found), record.source, record.licence, record.group)
         lazy._record = record
         return lazy
 
     def record(self) -> ImageRecord:
         """The decoded image record (decoded once)."""
         if self._record is None:
-            self._record = ImageRecord(self.image_id, self.dataset, self.modality, self.decode(),
+            self._record = ImageRecord(self.image_id, self.dataset, self.modality, self.decode()[0],
                                        source=self.source, licence=self.licence, group=self.group)
         return self._record
 
@@ -86,27 +94,40 @@ class LazyDataset:
 
 
 def choose(name: str, modality: str, candidates: list[Candidate], index: ImageIndex, *,
-           max_images: int | None, seed: int) -> LazyDataset:
-    """``select.pick`` over candidates, decoding only those the index does not know."""
+           max_images: int | None, seed: int, errors: list[ErrorRecord] | None = None) -> LazyDataset:
+    """``select.pick`` over candidates, decoding only those the index does not know; ``errors``:
+    the listing's own error records, kept before the unreadable candidates'."""
     by_id = {c.image_id: c for c in candidates}
 
     def load_one(image_id: str) -> LazyImage:
         c = by_id[image_id]
+        if c.guard is not None:
+            c.guard()
         try:  # no file known: not indexed; a file gone: decoding says why
             key = index.key(c.files, c.locator) if c.files else None
         except OSError:
             key = None
         facts = index.get(key) if key is not None else None
         if facts is not None:
-            return LazyImage(image_id, name, modality, facts, c.decode, c.source, c.licence, c.group)
-        record = ImageRecord(image_id, name, modality, c.decode(), source=c.source, licence=c.licence, group=c.group)
-        lazy = LazyImage.loaded(record)
+            return LazyImage(image_id, name, modality, facts, c.decode, c.source, c.licence,
+                             c.group or facts.group or image_id)
+        image, found = c.decode()
+        record = ImageRecord(image_id, name, modality, image, source=c.source, licence=c.licence, group=c.group or found)
+        lazy = LazyImage.loaded(record, found)
         if key is not None:
             index.put(key, lazy.facts)
         return lazy
 
-    images, errors = pick(list(by_id), load_one, dataset=name, max_images=max_images, seed=seed)
-    return LazyDataset(name, modality, images, errors)
+    images, unread = pick(list(by_id), load_one, dataset=name, max_images=max_images, seed=seed,
+                          error_file=lambda image_id: by_id[image_id].where or image_id)
+    return LazyDataset(name, modality, images, list(errors or []) + unread)
+
+
+def load_listed(source: Any, dataset: str, modality: str, *, max_images: int | None, seed: int) -> Dataset:
+    """A listing source's ``load``: its candidates chosen and decoded (no index file)."""
+    candidates, errors = source.candidates(dataset)
+    chosen = choose(dataset, modality, candidates, ImageIndex(None), max_images=max_images, seed=seed, errors=errors)
+    return chosen.dataset()
 
 
 def load_lazy(specs: list[str], *, max_images: int | None, seed: int, index: ImageIndex) -> list[LazyDataset]:
@@ -120,7 +141,9 @@ def load_lazy(specs: list[str], *, max_images: int | None, seed: int, index: Ima
         loaded = []
         for name, modality in source.dataset_names():
             if listing is not None:
-                loaded.append(choose(name, modality, listing(name), index, max_images=max_images, seed=seed))
+                candidates, listed_errors = listing(name)
+                loaded.append(choose(name, modality, candidates, index, max_images=max_images, seed=seed,
+                                     errors=listed_errors))
             else:
                 ds = source.load(name, max_images=max_images, seed=seed)
                 loaded.append(LazyDataset(ds.name, ds.modality, [LazyImage.loaded(r) for r in ds.records], ds.errors,

@@ -8,6 +8,9 @@ dataset (sorted), since they belong to none.
 ``group``: rows sharing a value are not independent (one patient, one series ...); the record
 carries a keyed hash of it (the value itself may identify a patient). Without it: the DICOM
 patient / study hash, else the image's own id.
+
+Rows are listed without decoding (``candidates``): with a result store, an unchanged file is not
+decoded again (``data.index``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
+
 from ..errors import MiqaUsageError
-from ..records import ErrorRecord, ImageRecord
-from . import Dataset, groups, ids, readers
-from .select import pick
+from ..records import ErrorRecord
+from . import Dataset, folder, groups, ids, readers
+from .lazy import Candidate, load_listed
 from .validate import ImageError
 
 REQUIRED = ("path", "dataset", "modality")
@@ -130,28 +135,45 @@ class ManifestSource:
             raise MiqaUsageError(f"--miqa-data {self.spec!r}: manifest names no usable dataset" + (f" ({detail})" if detail else ""))
         return [(name, modality[name]) for name in sorted(rows)]
 
-    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
-        rows, modality, row_errors, orphans = self._parsed
+    def candidates(self, dataset: str) -> tuple[list[Candidate], list[ErrorRecord]]:
+        """Every usable row of ``dataset`` as an undecoded image and the rows' errors (the
+        manifest's first dataset also takes the rows of no dataset)."""
+        rows, _, row_errors, orphans = self._parsed
         if dataset not in rows:
             raise MiqaUsageError(f"--miqa-data {self.spec!r} has no dataset {dataset!r}")
-        by_id = {r.image_id: r for r in rows[dataset]}
         salt = groups.salt_for(self.root)
 
-        def load_one(image_id: str) -> ImageRecord:
-            row = by_id[image_id]
-            path = self._inside(row.path)  # again: the file system may have changed since parsing
+        def guard(raw: str) -> Path:
+            path = self._inside(raw)  # again: the file system may have changed since parsing
             if not path.is_file():
                 raise ImageError("file not found")
-            image, found = readers.read_grouped(path, salt)
-            group = groups.hashed("group", row.group, salt) if row.group else found
-            return ImageRecord(image_id, dataset, row.modality, image, source=row.path, licence="", group=group or "")
+            readers.check_file(path)
+            return path
 
-        records, errors = pick(
-            list(by_id), load_one, dataset=dataset, max_images=max_images, seed=seed,
-            error_file=lambda image_id: by_id[image_id].path,
-        )
+        def decode(raw: str) -> tuple[np.ndarray, str]:
+            image, found = readers.read_grouped(guard(raw), salt)
+            return image, found or ""
+
+        def target(raw: str) -> Path:  # the file read: its extension is the one checked
+            try:
+                return self._inside(raw)
+            except ImageError:  # changed since parsing: the guard reports it
+                return self.root / raw
+
+        candidates = [
+            Candidate(r.image_id, (target(r.path),), folder.locator(target(r.path).name, salt), partial(decode, r.path),
+                      source=r.path, group=groups.hashed("group", r.group, salt) if r.group else "",
+                      guard=partial(guard, r.path), where=r.path)
+            for r in rows[dataset]
+        ]
         extra = orphans if dataset == min(rows) else []
-        return Dataset(dataset, modality[dataset], records, extra + row_errors.get(dataset, []) + errors)
+        return candidates, extra + row_errors.get(dataset, [])
+
+    def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
+        _, modality, _, _ = self._parsed
+        if dataset not in modality:
+            raise MiqaUsageError(f"--miqa-data {self.spec!r} has no dataset {dataset!r}")
+        return load_listed(self, dataset, modality[dataset], max_images=max_images, seed=seed)
 
 
 def _problem(check: Callable[[str], object], raw: str) -> str | None:

@@ -67,20 +67,27 @@ def read_image(path: Path) -> np.ndarray:
     return read_grouped(path, b"")[0]
 
 
-def read_grouped(path: Path, salt: bytes) -> tuple[np.ndarray, str | None]:
-    """``read_image`` plus the image's group when the file names one (a DICOM's patient or study,
-    as a hash keyed with ``salt``), else None."""
+def check_file(path: Path) -> None:
+    """ImageError unless ``path`` may be opened: a recognised extension (or none), a regular file
+    (reading a FIFO or device could block forever), 1 byte .. ``MAX_FILE_BYTES``. Reads nothing."""
     ext = extension(path)
-    expected = EXTENSIONS.get(ext)
-    if ext and expected is None:
+    if ext and ext not in EXTENSIONS:
         raise ImageError(f"unsupported file type '{ext}' (not an image)")
-    if not path.is_file():  # FIFOs, devices, sockets: reading them could block forever
+    if not path.is_file():
         raise ImageError("not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise ImageError("zero-byte file")
     if size > MAX_FILE_BYTES:
         raise ImageError(f"file is {size / 1024**3:.1f} GiB (over the {MAX_FILE_BYTES // 1024**3} GiB limit)")
+
+
+def read_grouped(path: Path, salt: bytes) -> tuple[np.ndarray, str | None]:
+    """``read_image`` plus the image's group when the file names one (a DICOM's patient or study,
+    as a hash keyed with ``salt``), else None."""
+    check_file(path)
+    ext = extension(path)
+    expected = EXTENSIONS.get(ext)
     with open(path, "rb") as fh:
         head = fh.read(352)
     found = sniff(head)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MiqaUsageError
-from ..records import ImageRecord
+from ..records import ErrorRecord, ImageRecord
 from . import Dataset
 from .lazy import Candidate
 from .select import pick
@@ -165,6 +165,11 @@ def inventory() -> dict[str, list[tuple[str, SampleFile, str]]]:
     return out
 
 
+def _ungrouped(package: str, name: str, part: str, grid: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """``sample_image`` as a candidate decodes it: (image, no group named by the file)."""
+    return sample_image(package, name, part, grid), ""
+
+
 def sample_file(sample: SampleFile) -> Path | None:
     """The file a sample is read from, found without importing its package; None if not found."""
     spec = find_spec({"scikit-image": "skimage"}.get(sample.package, sample.package))
@@ -188,8 +193,8 @@ class SamplesSource:
     def dataset_names(self) -> list[tuple[str, str]]:
         return list(MODALITIES.items())
 
-    def candidates(self, dataset: str) -> list[Candidate]:
-        """Every embedded image of ``dataset``, described without decoding it."""
+    def candidates(self, dataset: str) -> tuple[list[Candidate], list[ErrorRecord]]:
+        """Every embedded image of ``dataset``, described without decoding it (no listing errors)."""
         if dataset not in MODALITIES:
             raise MiqaUsageError(f"--miqa-data samples has no dataset {dataset!r} (it has {sorted(MODALITIES)})")
         out = []
@@ -197,19 +202,19 @@ class SamplesSource:
             path = sample_file(sample)
             out.append(Candidate(
                 iid, (path,) if path is not None else (), f"samples|{sample.package}|{sample.name}|{part}|{sample.grid}",
-                partial(sample_image, sample.package, sample.name, part, sample.grid),
+                partial(_ungrouped, sample.package, sample.name, part, sample.grid),
                 source=f"{sample.package}: {sample.name}" + (f" {part}" if part else ""), licence=sample.licence,
                 group=sample.name,
             ))
-        return out
+        return out, []
 
     def load(self, dataset: str, *, max_images: int | None, seed: int) -> Dataset:
         modality = MODALITIES[dataset]
-        entries = {c.image_id: c for c in self.candidates(dataset)}
+        entries = {c.image_id: c for c in self.candidates(dataset)[0]}
 
         def load_one(iid: str) -> ImageRecord:
             c = entries[iid]
-            return ImageRecord(iid, dataset, modality, c.decode(), source=c.source, licence=c.licence, group=c.group)
+            return ImageRecord(iid, dataset, modality, c.decode()[0], source=c.source, licence=c.licence, group=c.group)
 
         records, errors = pick(list(entries), load_one, dataset=dataset, max_images=max_images, seed=seed)
         return Dataset(dataset, modality, records, errors)
