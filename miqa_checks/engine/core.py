@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from .store import ResultStore
 from ..config import Settings
@@ -27,7 +27,7 @@ from .images import Images
 from .keys import request_key
 from .models import Models
 from .pipeline import Preparer, choose
-from .plan import WorkItem, batch_owner, plain, plan_batches, wanted
+from .plan import WorkItem, batch_owner, plain, plan_batches
 from .prepare import Job, Prepared, Task
 from .workers import Heartbeat, Peers
 from .writer import StoreWriter
@@ -58,6 +58,8 @@ class Engine:
         self.peers = Peers(store, self.worker_count)
         self._results: dict[str, ScoreResult] = {}
         self._items: dict[tuple[str, str, str, RequestSpec], WorkItem] = {}
+        self._columns: dict[tuple[str, str, RequestSpec], _Column] = {}
+        self._views: dict[tuple[str, str, tuple[RequestSpec, ...]], _View] = {}
         self._keys: dict[tuple[str, str, str, RequestSpec], str] = {}
         self._params: dict[tuple[str, str], dict[str, Any]] = {}
         self._values_memo: dict[tuple[str, int, str], dict[str, Any]] = {}
@@ -141,13 +143,46 @@ class Engine:
 
     # ---------------------------------------------------------------- planning and computing
     def plan(self, cells: Iterable[Cell]) -> list[WorkItem]:
-        """Deduplicated work items for the cells (embedding wanted if any cell wants it)."""
-        items = []
-        for (model, dataset, image_id, _), spec in wanted(cells, self.image_ids).items():
-            item = self.item(model, dataset, image_id, spec)
-            if item is not None:
-                items.append(item)
+        """Deduplicated work items for the cells (embedding wanted if any cell wants it), in
+        first-seen order of (model, dataset, request), each over the dataset's images."""
+        specs: dict[tuple[str, str, RequestSpec], RequestSpec] = {}
+        for cell in cells:
+            for spec in cell.requests():
+                index = (cell.model, cell.dataset, plain(spec))
+                if spec.embed or index not in specs:
+                    specs[index] = spec
+        items: list[WorkItem] = []
+        for (model, dataset, _), spec in specs.items():
+            items += self._column(model, dataset, spec).items
         return items
+
+    def _column(self, model: str, dataset: str, spec: RequestSpec) -> "_Column":
+        """One request's work items over a dataset's images (no item when the model cannot be
+        loaded), keyed once per process and shared by every cell that asks for it."""
+        index = (model, dataset, spec)
+        column = self._columns.get(index)
+        if column is None:
+            ids = self.image_ids(dataset)
+            items = [self.item(model, dataset, image_id, spec) for image_id in ids]
+            column = _Column([i for i in items if i is not None], dict(zip(ids, items)))
+            self._columns[index] = column
+        return column
+
+    def _view(self, cell: Cell) -> "_View":
+        """The cell's work items and its (request, image) -> item map, from the planned columns
+        (shared by the cells that ask for the same requests)."""
+        chosen: dict[RequestSpec, RequestSpec] = {}
+        for spec in cell.requests():
+            bare = plain(spec)
+            if spec.embed or bare not in chosen:
+                chosen[bare] = spec
+        index = (cell.model, cell.dataset, tuple(chosen.values()))
+        view = self._views.get(index)
+        if view is None:
+            columns = {bare: self._column(cell.model, cell.dataset, spec) for bare, spec in chosen.items()}
+            used = {i.key: i for c in columns.values() for i in c.items}
+            view = self._views[index] = _View([i for c in columns.values() for i in c.items], used, columns)
+        return view
 
     def _plan_batches(self, items: Sequence[WorkItem]) -> list[list[WorkItem]]:
         return plan_batches(items, self.models.batch_size, lambda i: self.images.nbytes(i.dataset, i.image_id))
@@ -309,8 +344,8 @@ class Engine:
     # ---------------------------------------------------------------- serving results
     def lookup_for(self, cell: Cell) -> Callable[[RequestSpec, str], ScoreResult | None]:
         """Make sure the cell's results exist (wait for their owners, else compute), then serve them."""
-        items = self.plan([cell])
-        missing = self._missing(items)
+        view = self._view(cell)
+        missing = self._missing(view.items)
         while missing and self.worker_count > 1:
             owners = {f"gw{self.peers.owner(i.key)}" for i in missing} - {self.worker}
             if not any(self.peers.alive(w) for w in owners):
@@ -319,13 +354,13 @@ class Engine:
             missing = self._missing(missing)
         if missing:
             self._compute_batches(self._plan_batches(missing))
-        by_spec = {(i.dataset, i.image_id, plain(i.spec)): i for i in items}
-        for item in items:
-            self.used[item.key] = item
+        self.used.update(view.used)
+        results, columns = self._results, view.columns
 
         def lookup(spec: RequestSpec, image_id: str) -> ScoreResult | None:
-            item = by_spec.get((cell.dataset, image_id, plain(spec)))
-            return None if item is None else self._results.get(item.key)
+            column = columns.get(plain(spec))
+            item = None if column is None else column.by_image.get(image_id)
+            return None if item is None else results.get(item.key)
 
         return lookup
 
@@ -344,6 +379,21 @@ class Engine:
     def close(self) -> None:
         self.models.close()
         self.store.close()
+
+
+class _Column(NamedTuple):
+    """One request of one model over a dataset's images: its items and image id -> item."""
+
+    items: list[WorkItem]
+    by_image: dict[str, WorkItem | None]
+
+
+class _View(NamedTuple):
+    """What serving one cell takes: its items, as key -> item, and its columns by plain request."""
+
+    items: list[WorkItem]
+    used: dict[str, WorkItem]
+    columns: dict[RequestSpec, _Column]
 
 
 class _NoBar:

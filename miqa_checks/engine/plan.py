@@ -8,17 +8,13 @@ of workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-from ..matrix import Cell, RequestSpec
+from ..matrix import RequestSpec
 
 #: Most bytes of source images one batch may hold; a batch's condition images are made from them
 #: at once, so this bounds a batch's image memory (a batch always holds at least one request).
 MAX_BATCH_IMAGE_BYTES = 256 * 2**20
-
-#: (model, dataset, image_id, request spec without ``embed``): one request, however many cells want it
-Index = tuple[str, str, str, RequestSpec]
-
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -34,20 +30,6 @@ class WorkItem:
 def plain(spec: RequestSpec) -> RequestSpec:
     """The spec without ``embed`` (a request wanted with and without embedding is one request)."""
     return RequestSpec(spec.condition, spec.prompt_id, spec.repeat) if spec.embed else spec
-
-
-def wanted(cells: Iterable[Cell], image_ids: Callable[[str], list[str]]) -> dict[Index, RequestSpec]:
-    """Every distinct request of the cells, in first-seen order; embedding wanted if any cell wants it."""
-    out: dict[Index, RequestSpec] = {}
-    for cell in cells:
-        ids = image_ids(cell.dataset)
-        for spec in cell.requests():
-            bare = plain(spec)
-            for image_id in ids:
-                index = (cell.model, cell.dataset, image_id, bare)
-                if spec.embed or index not in out:
-                    out[index] = spec
-    return out
 
 
 def batches(items: Sequence[WorkItem], size: int, nbytes: Callable[[WorkItem], int]) -> Iterator[list[WorkItem]]:

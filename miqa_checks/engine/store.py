@@ -105,6 +105,31 @@ def _valid_probs(text: Any) -> tuple[float, ...] | None | bool:
     return tuple(float(p) for p in values)
 
 
+#: What a text of plain JSON numbers in lists may hold (anything else is checked row by row)
+_NUMERIC = frozenset("0123456789.-+eE,[] ")
+
+
+def _many_probs(texts: list[Any]) -> list[tuple[float, ...] | None | bool]:
+    """:func:`_valid_probs` of each text: one JSON parse and one array check for all of them (a
+    warm run reads every stored row), row by row when any text is not one list of plain numbers
+    or the lot is not 5 numbers per text."""
+    present = [t for t in texts if t is not None]
+    if not present:
+        return [None] * len(texts)
+    try:
+        joined = ",".join(present)
+        if not _NUMERIC.issuperset(joined) or not all(t.count("[") == 1 == t.count("]") for t in present):
+            raise ValueError("not one list of plain numbers per text")
+        values = np.array(json.loads(f"[{joined}]"), dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return [_valid_probs(t) for t in texts]
+    if values.shape != (len(present), 5):
+        return [_valid_probs(t) for t in texts]
+    ok = (np.isfinite(values) & (values >= -1e-6) & (values <= 1 + 1e-6)).all(axis=1).tolist()
+    parsed = iter([tuple(v) if good else False for v, good in zip(values.tolist(), ok)])
+    return [None if t is None else next(parsed) for t in texts]
+
+
 def _valid_blob(blob: Any) -> bool:
     return blob is None or (isinstance(blob, bytes) and len(blob) > 0 and len(blob) % 4 == 0)
 
@@ -130,12 +155,16 @@ def result_from_row(row: tuple) -> ScoreResult | None:
     and, for ``expected`` scoring, on the 1..5 scale. A parsed ``generate`` score must be what the parse rule
     gives on its stored answer (a rating out of range, e.g. "7/10", is a real answer and is kept).
     """
-    _run_id, score, method, probs, parse_ok, raw_text, error, emb, img_emb = row
+    return _result(row, _valid_probs(row[3]))
+
+
+def _result(row: tuple, probs_t: tuple[float, ...] | None | bool) -> ScoreResult | None:
+    """:func:`result_from_row` with the row's probs already checked (``probs_t``, see :func:`_valid_probs`)."""
+    _run_id, score, method, _probs, parse_ok, raw_text, error, emb, img_emb = row
     if not (isinstance(method, str) and isinstance(raw_text, str) and (error is None or isinstance(error, str))):
         return None
     if parse_ok not in (0, 1) or not (_valid_blob(emb) and _valid_blob(img_emb)):
         return None
-    probs_t = _valid_probs(probs)
     if probs_t is False:
         return None
     if score is None:
@@ -444,16 +473,23 @@ class ResultStore:
         found: dict[str, ScoreResult] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = db.execute(f"{_SELECT} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            for key, *row in rows:
-                if row[6] is not None and row[0] != self.run_id and not not_applicable(row[6]):
-                    continue
-                if need_embedding and need_embedding.get(key) and row[7] is None and not not_applicable(row[6]):
-                    continue
-                result = result_from_row(row)
+            rows = [
+                row for row in db.execute(f"{_SELECT} WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                if self._usable(row, need_embedding)
+            ]
+            for row, probs in zip(rows, _many_probs([r[4] for r in rows])):
+                result = _result(row[1:], probs)
                 if result is not None:
-                    found[key] = result
+                    found[row[0]] = result
         return found
+
+    def _usable(self, row: tuple, need_embedding: Mapping[str, bool] | None) -> bool:
+        """Whether a stored row (``_SELECT`` order) may serve this run: not another run's failure
+        (unless the condition does not apply), and with an embedding where one is needed."""
+        key, run_id, error, embedding = row[0], row[1], row[7], row[8]
+        if error is not None and run_id != self.run_id and not not_applicable(error):
+            return False
+        return not (need_embedding and need_embedding.get(key) and embedding is None and not not_applicable(error))
 
     def put_many(self, items: Iterable[tuple[str, ScoreResult]]) -> None:
         """Store one batch atomically (all or nothing)."""

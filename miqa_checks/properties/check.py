@@ -62,12 +62,15 @@ def lost_images(cell: Cell, image_ids: Sequence[str], lookup: Lookup) -> Counter
     ``missing``, ``corruption``, ``score`` or ``parse`` (parse failures are not losses for a
     property whose statistic they are, e.g. ``output_validity``), or ``not_applicable`` (not a
     loss: the condition does not apply to that image)."""
+    return _lost(cell, [[lookup(spec, i) for i in image_ids] for spec in cell.requests()])
+
+
+def _lost(cell: Cell, columns: Sequence[Sequence[ScoreResult | None]]) -> Counter[str]:
+    """:func:`lost_images` from each request's results per image (``cell.requests()`` order)."""
     count_parse = REGISTRY[cell.property].parse_failures_are_losses
     stages: Counter[str] = Counter()
-    specs = cell.requests()
-    for image_id in image_ids:
-        for spec in specs:
-            result = lookup(spec, image_id)
+    for image in zip(*columns):
+        for result in image:
             stage = "missing" if result is None else result.loss_stage(count_parse=count_parse)
             if stage is not None:
                 stages[stage] += 1
@@ -126,6 +129,7 @@ class CellCheck:
         self._checked = False
         self._lost: Counter[str] = Counter()
         self._applicable = len(self.image_ids)
+        self._served: dict[RequestSpec, list[ScoreResult | None]] = {}
 
     # ------------------------------------------------------------------ data
 
@@ -143,20 +147,21 @@ class CellCheck:
                               f"this cell ({declared}): declare it, so that it is computed before the tests run")
         return spec
 
+    def _column(self, spec: RequestSpec) -> list[ScoreResult | None]:
+        """One request's results per image, asked of ``lookup`` once per cell."""
+        column = self._served.get(spec)
+        if column is None:
+            column = self._served[spec] = [self.lookup(spec, i) for i in self.image_ids]
+        return column
+
     def results(self, request: RequestSpec | str) -> list[ScoreResult | None]:
         """The stored results of one request, per image (None where missing)."""
-        spec = self._spec(request)
-        return [self.lookup(spec, i) for i in self.image_ids]
+        return list(self._column(self._spec(request)))
 
     def scores(self, request: RequestSpec | str) -> np.ndarray:
         """Scores ``(n,)`` of one request, NaN where missing or failed."""
-        spec = self._spec(request)
-        out = np.full(len(self.image_ids), np.nan)
-        for i, image_id in enumerate(self.image_ids):
-            result = self.lookup(spec, image_id)
-            if result is not None:
-                out[i] = result.score
-        return out
+        column = self._column(self._spec(request))
+        return np.array([np.nan if r is None else r.score for r in column], dtype=float)
 
     def series(self, requests: Sequence[RequestSpec | str]) -> np.ndarray:
         """Scores ``(k, n)`` of k requests."""
@@ -222,7 +227,7 @@ class CellCheck:
 
     def _applies(self) -> V.Verdict | None:
         """Counts the lost images; not applicable when the condition applies to none of them."""
-        self._lost = lost_images(self.cell, self.image_ids, self.lookup)
+        self._lost = _lost(self.cell, [self._column(spec) for spec in self.cell.requests()])
         self._applicable -= self._lost.pop("not_applicable", 0)
         if self._applicable:
             return None
