@@ -37,3 +37,28 @@ def test_a_finished_peer_is_not_waited_for(tmp_path):
     gw0.lookup_for(cell)
     assert time.monotonic() - start < 1.0
     assert gw0.inferred + gw1.inferred == 2 * len(gw0.image_ids("samples_ct"))  # each request once
+
+
+
+def test_whole_batches_are_shared_out_evenly(tmp_path):
+    """Each worker owns as many of the plan's full batches, and of its single-request batches, as
+    the other (within one), so the device time splits evenly; both workers plan the same shares."""
+    from collections import Counter
+
+    cells = plan_cells(["sim-robust"], [("samples_ct", "CT"), ("samples_dermoscopy", "dermoscopy")], with_baseline=False)
+    settings = resolve_settings({"model": ["sim-robust"], "max_images": 5, "batch_size": 4, "cache": str(tmp_path / "c")})
+    shares = []
+    for index in (0, 1):
+        engine = Engine(settings, store=ResultStore(tmp_path / "c", "run"), worker=f"gw{index}", worker_index=index,
+                        worker_count=2, progress=False)
+        engine.prepare(cells)
+        batches = engine._plan_batches(engine.plan(cells))
+        owners = [engine.peers.owner(b[0].key) for b in batches]
+        assert all(engine.peers.owner(i.key) == owner for b, owner in zip(batches, owners) for i in b)
+        kinds = Counter((len(b) > 1, owner) for b, owner in zip(batches, owners))
+        assert len(batches) > 40 and kinds[(False, 0)] + kinds[(False, 1)] >= 4
+        for full in (True, False):
+            assert abs(kinds[(full, 0)] - kinds[(full, 1)]) <= 1, kinds
+        shares.append(owners)
+        engine.close()
+    assert shares[0] == shares[1]

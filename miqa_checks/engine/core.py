@@ -27,7 +27,7 @@ from .images import Images
 from .keys import request_key
 from .models import Models
 from .pipeline import Preparer, choose
-from .plan import WorkItem, batch_owner, plain, plan_batches
+from .plan import WorkItem, plain, plan_batches, share_out
 from .prepare import Job, Prepared, Task
 from .workers import Heartbeat, Peers
 from .writer import StoreWriter
@@ -195,8 +195,8 @@ class Engine:
         not depend on the number of workers.
         """
         mine = []
-        for batch in self._plan_batches(self.plan(cells)):
-            owner = batch_owner(batch, self.worker_count)
+        batches = self._plan_batches(self.plan(cells))
+        for batch, owner in zip(batches, share_out(batches, self.worker_count)):
             self.peers.assign([i.key for i in batch], owner)
             if owner == self.worker_index:
                 mine.append(batch)

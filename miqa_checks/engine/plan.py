@@ -63,6 +63,8 @@ def plan_batches(
     return out
 
 
-def batch_owner(batch: Sequence[WorkItem], worker_count: int) -> int:
-    """The worker index computing a whole batch: its first key's hash modulo the worker count."""
-    return int(batch[0].key[:8], 16) % worker_count
+def share_out(batches: Sequence[list[WorkItem]], worker_count: int) -> list[int]:
+    """The worker index computing each whole batch: in turn, in plan order, so that every worker
+    gets the same number of each model's full batches and of its single-request batches (within
+    one), and so as much device time; the plan is the same in every worker, so is the share."""
+    return [n % worker_count for n in range(len(batches))]

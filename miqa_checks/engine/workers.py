@@ -1,6 +1,6 @@
 """Work sharing under pytest-xdist: who computes a key, whether a peer is still alive, heartbeats.
 
-Each worker computes the batches it owns (``plan.batch_owner``) and reads the others' results from
+Each worker computes the batches it owns (``plan.share_out``) and reads the others' results from
 the shared store. A worker beats every few seconds while it computes its share and marks the
 share done at the end; a peer that stops beating (or never starts) is presumed dead and its keys
 are computed by whoever needs them.
