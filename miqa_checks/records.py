@@ -11,6 +11,8 @@ from .conditions.registry import NOT_APPLICABLE
 
 #: Reason prefix of a request whose condition image could not be made (e.g. too small to corrupt).
 CONDITION_FAILED = "condition "
+#: error prefix of a result whose source image could not be read when its pixels were needed
+IMAGE_FAILED = "source image unreadable: "
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,14 @@ class ScoreResult:
         return cls(score=float("nan"), method=method, parse_ok=False, raw_text=raw_text, error=reason)
 
     def loss_stage(self, *, count_parse: bool = True) -> str | None:
-        """Why this result gives no usable score, as the ``stage`` of ``errors.csv``: ``corruption``
+        """Why this result gives no usable score, as the ``stage`` of ``errors.csv``: ``data`` (the
+        source image could not be read when its pixels were needed), ``corruption``
         (the condition image could not be made), ``not_applicable`` (the condition does not apply
         to this image: no error), ``score`` (the judge failed), ``parse`` (the answer did not
         parse; only with ``count_parse``), or None when the score is usable."""
         if self.error:
+            if self.error.startswith(IMAGE_FAILED):
+                return "data"
             if not self.error.startswith(CONDITION_FAILED):
                 return "score"
             return "not_applicable" if self.error.endswith(NOT_APPLICABLE) else "corruption"

@@ -127,7 +127,7 @@ def request_failures(scores: Iterable[Mapping[str, Any]], errors: Iterable[Mappi
         totals[_text(row.get("model"))] = totals.get(_text(row.get("model")), 0) + 1
     by_model: dict[str, list[Mapping[str, Any]]] = {}
     for e in errors:
-        if _text(e.get("stage")) in ("score", "parse", "corruption", "judge"):
+        if _text(e.get("stage")) in ("data", "score", "parse", "corruption", "judge"):
             by_model.setdefault(_text(e.get("model")), []).append(e)
     lines = []
     for model, records in by_model.items():

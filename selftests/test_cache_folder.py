@@ -208,3 +208,34 @@ def test_files_are_checked_before_they_are_hashed(tmp_path, monkeypatch):
     assert reasons["big.png"].startswith("file is ")
     assert not {"pipe.png", "out.png", "big.png", "secret.png"} & set(hashed)
     assert len(ds.images) == 8
+
+
+def test_a_file_changed_or_removed_during_the_run_fails_its_requests_only(tmp_path):
+    """Listed (and keyed) from the index, then edited or deleted before its pixels are needed: its
+    requests fail with the reason, nothing is scored from pixels its keys do not describe, the
+    other images are scored and the run goes on."""
+    scans = _folder(tmp_path / "data")
+    _datasets(str(scans), tmp_path / "store")  # the index knows every file
+    settings = resolve_settings({"model": ["sim-robust"], "data": [str(scans)], "cache": str(tmp_path / "store")})
+    engine = Engine(settings, store=ResultStore(tmp_path / "results", "run"), progress=False)
+    names = [(d.name, d.modality) for d in engine.images.load().values()]
+    listed = {i: engine.images.hash("scans", i) for i in engine.image_ids("scans")}
+    _png(scans / "p0.png", 100)  # edited after it was listed
+    (scans / "c.jpg").unlink()  # removed after it was listed
+    cells = [c for c in plan_cells(["sim-robust"], names, with_baseline=False) if c.property == "corruption_stability"]
+    engine.prepare(cells)
+    lookups = [engine.lookup_for(cell) for cell in cells]
+    errors = engine.result_errors()
+    assert errors and {e["stage"] for e in errors} == {"data"}
+    assert {e["file_or_image"].split(" [")[0] for e in errors} == {"p0.png", "c.jpg"}
+    reasons = {e["file_or_image"].split(" [")[0]: e["reason"] for e in errors}
+    assert reasons["p0.png"] == ("source image unreadable: p0.png: its file changed since it was listed (pixels differ "
+                                 "from the ones its requests were keyed with); rerun to audit the new file")
+    assert reasons["c.jpg"].startswith("source image unreadable: c.jpg: ") and reasons["c.jpg"].endswith("(since it was listed)")
+    for lookup, cell in zip(lookups, cells):
+        for spec in cell.requests():
+            for image_id in ("p1.png", "a.dcm"):
+                assert lookup(spec, image_id).loss_stage() is None
+            assert lookup(spec, "p0.png").loss_stage() == lookup(spec, "c.jpg").loss_stage() == "data"
+    assert listed["p0.png"] == engine.images.hash("scans", "p0.png")  # keys stay those of the listing
+    engine.close()

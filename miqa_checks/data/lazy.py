@@ -21,8 +21,9 @@ import numpy as np
 from ..errors import MiqaUsageError
 from ..records import ErrorRecord, ImageRecord
 from . import Dataset, resolve_source
-from .index import ImageFacts, ImageIndex
+from .index import ImageFacts, ImageIndex, pixel_digest
 from .select import pick
+from .validate import ImageError
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,20 @@ class LazyImage:
         return lazy
 
     def record(self) -> ImageRecord:
-        """The decoded image record (decoded once)."""
+        """The decoded image record (decoded once). ImageError when the image cannot be decoded now
+        or its pixels are not the ones it was listed (and keyed) with: its file changed or went
+        away during the run."""
         if self._record is None:
-            self._record = ImageRecord(self.image_id, self.dataset, self.modality, self.decode()[0],
+            try:
+                image = self.decode()[0]
+            except ImageError as exc:
+                raise ImageError(f"{self.image_id}: {exc} (since it was listed)") from exc
+            except (OSError, ValueError) as exc:
+                raise ImageError(f"{self.image_id}: {type(exc).__name__}: {exc} (since it was listed)") from exc
+            if pixel_digest(image) != self.facts.digest:
+                raise ImageError(f"{self.image_id}: its file changed since it was listed (pixels differ from "
+                                 "the ones its requests were keyed with); rerun to audit the new file")
+            self._record = ImageRecord(self.image_id, self.dataset, self.modality, image,
                                        source=self.source, licence=self.licence, group=self.group)
         return self._record
 

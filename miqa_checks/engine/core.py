@@ -21,7 +21,8 @@ from ..config import Settings
 from ..errors import JudgeError
 from ..matrix import CLEAN, Cell, RequestSpec
 from ..prompts import build_prompt
-from ..records import CONDITION_FAILED, ImageRecord, RequestMeta, ScoreRequest, ScoreResult
+from ..data.validate import ImageError
+from ..records import CONDITION_FAILED, IMAGE_FAILED, ImageRecord, RequestMeta, ScoreRequest, ScoreResult
 from . import rows
 from .images import Images
 from .keys import request_key
@@ -246,7 +247,10 @@ class Engine:
         return Job([self._task(item) for item in batch], judge_input)
 
     def _task(self, item: WorkItem) -> Task:
-        record = self.images.record(item.dataset, item.image_id)
+        try:
+            record = self.images.record(item.dataset, item.image_id)
+        except ImageError as exc:  # changed or gone since it was listed: its requests fail, the run goes on
+            return Task(error=f"{IMAGE_FAILED}{exc}")
         if item.spec.condition == CLEAN:
             return Task(record.image)
         try:
@@ -306,7 +310,8 @@ class Engine:
         done: list[tuple[WorkItem, ScoreResult]] = []
         for item, prep in zip(batch, prepared):
             if prep.error is not None:  # reported from the stored result by result_errors()
-                done.append((item, ScoreResult.failed(method, f"{CONDITION_FAILED}{item.spec.condition}: {prep.error}")))
+                reason = prep.error if prep.error.startswith(IMAGE_FAILED) else f"{CONDITION_FAILED}{item.spec.condition}: {prep.error}"
+                done.append((item, ScoreResult.failed(method, reason)))
             else:
                 requests.append(self._request(item, prep))
                 ready.append(item)
