@@ -49,12 +49,19 @@ class Running:
         return AuditRun(self.proc.returncode, self.log.read_text(errors="replace"), self.report_dir)
 
 
+def _default_sigint() -> None:
+    """In the audit's process: Ctrl-C as a terminal delivers it, even where this test runs with
+    SIGINT ignored (a shell's background job inherits SIG_IGN, and so would the audit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_audit(tmp: Path, *args: str, report: str = "reports", cache: str = "cache", env: dict | None = None) -> Running:
     log = tmp / f"{report}.log"
     fh = open(log, "wb")
     proc = subprocess.Popen(
         audit_command(tmp, *args, report=report, cache=cache), cwd=REPO, env=env or audit_env(),
         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     fh.close()
     return Running(proc, log, tmp / report)

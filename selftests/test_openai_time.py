@@ -95,8 +95,14 @@ def test_an_interrupt_in_the_calling_thread_stops_the_requests_in_flight(trickle
             os.kill(os.getpid(), signal.SIGINT)
 
     assert threading.current_thread() is threading.main_thread()
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        judge.score([_request(i) for i in range(4)])
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even where this run inherited SIGINT
+    # ignored (a shell's background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            judge.score([_request(i) for i in range(4)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     judge.close()
     assert trickler.trickles_ended(2) == [True, True]  # both answers were cut off, not waited for
