@@ -66,3 +66,20 @@ def run_audit(tmp: Path, *args: str, report: str = "reports", cache: str = "cach
         timeout=timeout, env=audit_env(),
     )
     return AuditRun(done.returncode, done.stdout + done.stderr, tmp / report)
+
+
+def run_with_probe(tmp: Path, probe_source: str, selection: str, after: str) -> tuple[list[str], str]:
+    """Run the audit in-process (``pytest.main`` in a fresh interpreter) with ``probe_source``
+    loaded as plugin ``probe``, on ``sim-robust`` and the ``-k`` ``selection``; then print
+    ``after`` (a Python expression over ``probe``, ``gc`` and ``rc``, pytest's exit code).
+    Returns the printed words and the process output (for assertion messages)."""
+    (tmp / "probe.py").write_text(probe_source)
+    code = (
+        "import gc, sys, pytest; sys.path.insert(0, sys.argv[1]); import probe; "
+        "rc = pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'probe', 'tests', '--miqa-model=sim-robust', "
+        f"'-k', {selection!r}, '--miqa-cache', sys.argv[1] + '/cache', '--miqa-report-dir', sys.argv[1] + '/reports']); "
+        f"print({after})"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    lines = done.stdout.strip().splitlines()
+    return (lines[-1].split() if lines else []), done.stdout[-2000:] + done.stderr[-2000:]

@@ -5,11 +5,7 @@ items that was a tenth of the wall. Only pytest's own parametrisation of ``miqa_
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from audit_runner import run_with_probe
 
 PROBE = '''
 import collections
@@ -35,14 +31,7 @@ def pytest_runtest_call(item):
 
 
 def test_the_miqa_fixtures_build_no_request_fixture(tmp_path):
-    (tmp_path / "request_probe.py").write_text(PROBE)
-    code = (
-        "import sys, pytest; sys.path.insert(0, sys.argv[1]); import request_probe as p; "
-        "pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'request_probe', 'tests', '--miqa-model=sim-robust', "
-        "'-k', 'samples_ct and pixelation', '--miqa-cache', sys.argv[1] + '/cache', '--miqa-report-dir', sys.argv[1] + '/r']); "
-        "print('ITEMS', p.ITEMS[0], 'ASKED', *sorted(p.ASKED))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    last = done.stdout.strip().splitlines()[-1].split()
-    assert last[0] == "ITEMS" and int(last[1]) >= 10, done.stdout[-2000:] + done.stderr[-2000:]
+    last, output = run_with_probe(tmp_path, PROBE, "samples_ct and pixelation",
+                                  "' '.join(['ITEMS', str(probe.ITEMS[0]), 'ASKED', *sorted(probe.ASKED)])")
+    assert last[:1] == ["ITEMS"] and int(last[1]) >= 10, output
     assert last[3:] == ["miqa_cell"]  # pytest's parametrisation only: not miqa, miqa_engine, nor the test

@@ -4,11 +4,7 @@ behind: a process that runs pytest in-process gets its heap back as it was."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from audit_runner import run_with_probe
 
 PROBE = '''
 import gc
@@ -22,14 +18,7 @@ def pytest_runtest_call(item):
 
 
 def test_the_heap_is_frozen_during_the_tests_and_thawed_after(tmp_path):
-    (tmp_path / "gc_probe.py").write_text(PROBE)
-    code = (
-        "import gc, sys, pytest; sys.path.insert(0, sys.argv[1]); import gc_probe; "
-        "rc = pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'gc_probe', 'tests', '--miqa-model=sim-robust', "
-        "'-k', 'samples_ct and pixelation-3', '--miqa-cache', sys.argv[1] + '/cache', '--miqa-report-dir', sys.argv[1] + '/reports']); "
-        "print('DURING', min(gc_probe.FROZEN), 'AFTER', gc.get_freeze_count(), 'RC', int(rc))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    last = done.stdout.strip().splitlines()[-1].split()
-    assert last[0] == "DURING" and int(last[1]) > 10_000, done.stdout[-2000:] + done.stderr[-2000:]
+    last, output = run_with_probe(tmp_path, PROBE, "samples_ct and pixelation-3",
+                                  "'DURING', min(probe.FROZEN), 'AFTER', gc.get_freeze_count(), 'RC', int(rc)")
+    assert last[:1] == ["DURING"] and int(last[1]) > 10_000, output
     assert last[2:4] == ["AFTER", "0"] and last[5] in ("0", "1")

@@ -211,18 +211,24 @@ def test_a_connection_cut_off_at_its_deadline_is_never_reused(monkeypatch):
     assert stub.connections == 2
 
 
-def test_https_checks_the_certificate_and_keeps_connections_alive(tmp_path, monkeypatch):
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files in ``folder``); skips without openssl."""
     import shutil
     import subprocess
 
-    from miqa_checks.errors import JudgeError
-
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=120)
+    return cert, key
+
+
+def test_https_checks_the_certificate_and_keeps_connections_alive(tmp_path, monkeypatch):
+    from miqa_checks.errors import JudgeError
+
+    cert, key = _self_signed(tmp_path)
     monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
     stub = StubServer(tls=(str(cert), str(key))).start()
     try:
@@ -326,15 +332,7 @@ def test_proxies_from_the_environment_are_used_as_httpx_used_them(tmp_path, monk
 
 
 def test_https_through_a_proxy_tunnel(tmp_path, monkeypatch):
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=120)
+    cert, key = _self_signed(tmp_path)
     _no_proxy_env(monkeypatch)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     monkeypatch.setenv("MIQA_OPENAI_CONCURRENCY", "2")
