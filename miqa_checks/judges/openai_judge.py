@@ -265,6 +265,11 @@ class _Failure(Exception):
     """A request that failed for good (after retries, or not retryable); message is the reason."""
 
 
+#: refusals (429 / 503 without Retry-After) of one request retried when a slot frees without
+#: spending one of its attempts: an overloaded server refuses some requests many times in a row
+MAX_PACED_REFUSALS = 16
+
+
 class OpenAIJudge(Judge):
     """OpenAI-compatible HTTP judge. Construction is cheap; the server is probed on first use."""
 
@@ -443,7 +448,10 @@ class OpenAIJudge(Judge):
         data = json_bytes(body)
         reason = "no attempt"
         refused_wait_s: float | None = None  # after a refusal without Retry-After
-        for attempt in range(1, attempts + 1):
+        paced = 0  # refusals retried when a slot freed: paced by the limit, not counted as attempts
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             retry_after, refused = None, False
             with self._lock:
                 self._n_requests += 1
@@ -468,8 +476,11 @@ class OpenAIJudge(Judge):
                 else:
                     detail = response.text[:200].replace("\n", " ")
                     raise _Failure(self._scrub(f"HTTP {status} (not retried): {detail}"))
+            if refused and retry_after is None and paced < MAX_PACED_REFUSALS:
+                paced += 1
+                attempt -= 1
             if attempt < attempts:
-                delay = self._backoff(attempt, retry_after)
+                delay = self._backoff(max(1, attempt), retry_after)
                 with self._lock:
                     self._n_retries += 1
                 refused_wait_s = delay if refused and retry_after is None else None
